@@ -1,0 +1,21 @@
+"""Exceptions that the CLI turns into one-line errors (and a non-zero exit)."""
+
+
+class DvpError(Exception):
+    """A user-facing error: bad input, bad config or a schema violation.
+
+    The message must be one line that names the file (or setting) and the problem.
+    """
+
+
+class InputError(DvpError):
+    """An input file is missing, corrupt, truncated or of the wrong kind."""
+
+    def __init__(self, path, problem):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class SchemaError(DvpError):
+    """A table does not conform to its dvp schema."""

@@ -1,0 +1,1 @@
+"""Readers and writers: sim_telarray (eventio) input, Parquet product directories."""

@@ -1,0 +1,160 @@
+"""Parquet product directories: validated writes, atomic directory commits, readers.
+
+Every table goes through :func:`dvp.schemas.validate` before it is written, and every
+file carries the schema name/version, the dvp version and the run's provenance in its
+key-value metadata. A product directory is assembled under a temporary sibling name
+and renamed into place only when complete (:class:`ProductWriter`), so a failed run
+leaves no partial output and never touches an existing one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import schemas as S
+from ..errors import DvpError, InputError
+
+# Chosen by measurement (benchmarks/RESULTS.md, "R1 storage"): zstd level 1 with
+# byte-stream-split on float columns halves LSTCam waveforms at ~1 GB/s decode.
+COMPRESSION = "zstd"
+COMPRESSION_LEVEL = 1
+ROW_GROUP_BYTES = 64 * 2**20
+
+
+def _float_columns(schema: pa.Schema) -> list[str]:
+    out = []
+    for f in schema:
+        t = f.type
+        if pa.types.is_fixed_size_list(t) or pa.types.is_list(t):
+            t = t.value_type
+        if pa.types.is_floating(t):
+            out.append(f.name)
+    return out
+
+
+def parquet_options(schema: pa.Schema) -> dict:
+    return dict(compression=COMPRESSION, compression_level=COMPRESSION_LEVEL,
+                use_byte_stream_split=_float_columns(schema), use_dictionary=False, write_statistics=True)
+
+
+def with_provenance(table: pa.Table, provenance: dict | None) -> pa.Table:
+    if not provenance:
+        return table
+    meta = dict(table.schema.metadata or {})
+    meta[S.META_PROVENANCE] = json.dumps(provenance, default=str).encode()
+    return table.replace_schema_metadata(meta)
+
+
+def write_table(table: pa.Table, path, schema_name: str, provenance: dict | None = None) -> Path:
+    """Validate ``table`` against ``schema_name`` and write it to ``path`` (one file)."""
+    table = with_provenance(S.validate(table, schema_name, source=str(path)), provenance)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, **parquet_options(table.schema))
+    return path
+
+
+class PartitionedWriter:
+    """Append validated batches to ``<root>/tel_type=<type>/part-00000.parquet``, one row group each."""
+
+    def __init__(self, root: Path, schema_name: str, provenance: dict | None = None):
+        self.root = Path(root)
+        self.schema_name = schema_name
+        self.provenance = provenance
+        self._writers: dict[str, pq.ParquetWriter] = {}
+        self.rows: dict[str, int] = {}
+
+    def write(self, tel_type: str, table: pa.Table):
+        table = with_provenance(S.validate(table, self.schema_name, source=str(self.root)), self.provenance)
+        w = self._writers.get(tel_type)
+        if w is None:
+            d = self.root / f"tel_type={tel_type}"
+            d.mkdir(parents=True, exist_ok=True)
+            w = self._writers[tel_type] = pq.ParquetWriter(d / "part-00000.parquet", table.schema,
+                                                           **parquet_options(table.schema))
+            self.rows[tel_type] = 0
+        elif not w.schema.equals(table.schema, check_metadata=False):
+            raise DvpError(f"{self.root}: tel_type={tel_type}: batch schema differs from earlier batches "
+                           f"(different camera readout in the inputs?)")
+        w.write_table(table, row_group_size=max(1, table.num_rows))
+        self.rows[tel_type] += table.num_rows
+
+    def close(self):
+        for w in self._writers.values():
+            w.close()
+        self._writers.clear()
+
+
+class ProductWriter:
+    """Build a product directory under a temporary name; :meth:`commit` renames it.
+
+    If ``out`` exists, :class:`DvpError` is raised unless ``overwrite``; with
+    ``overwrite`` the old directory is replaced only after the new one is complete.
+    Leaving the ``with`` block by an exception removes the temporary directory.
+    """
+
+    def __init__(self, out, overwrite: bool = False):
+        self.out = Path(out)
+        if self.out.exists() and not overwrite:
+            raise DvpError(f"{self.out}: output exists (use --overwrite to replace it)")
+        self.overwrite = overwrite
+        self.tmp = self.out.parent / f".{self.out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.committed = False
+
+    def __enter__(self):
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if not self.committed:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        return False
+
+    def path(self, *parts) -> Path:
+        return self.tmp.joinpath(*parts)
+
+    def commit(self):
+        if self.out.exists():
+            old = self.out.parent / f".{self.out.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(self.out, old)
+            os.rename(self.tmp, self.out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(self.tmp, self.out)
+        self.committed = True
+
+
+def waveforms_view(table: pa.Table | pa.RecordBatch, column: str = S.WAVEFORM) -> np.ndarray:
+    """Zero-copy ``(n_events, n_pixels, n_samples)`` float32 view of a single-chunk batch."""
+    if isinstance(table, pa.Table):
+        if table.column(column).num_chunks != 1:
+            table = table.combine_chunks()
+        arr = table.column(column).chunk(0)
+        n_pix, n_samp = int(table.column(S.N_PIXELS)[0].as_py()), int(table.column(S.N_SAMPLES)[0].as_py())
+    else:
+        arr = table.column(column)
+        n_pix, n_samp = int(table.column(S.N_PIXELS)[0].as_py()), int(table.column(S.N_SAMPLES)[0].as_py())
+    flat = arr.flatten().to_numpy(zero_copy_only=True)
+    return flat.reshape(len(arr), n_pix, n_samp)
+
+
+def is_product_dir(path) -> bool:
+    return (Path(path) / "instrument" / "subarray.parquet").is_file()
+
+
+def read_provenance(path) -> dict:
+    p = Path(path) / "provenance.json"
+    if not p.is_file():
+        return {}
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(p, f"invalid JSON ({e})") from None

@@ -1,0 +1,194 @@
+"""Arrow schemas of every dvp table, loaded from the language-neutral files in ``schemas/``.
+
+Each ``schemas/<level>.<table>.json`` lists fields with a type, a unit and a description.
+:func:`schema` turns one into a :class:`pyarrow.Schema` whose fields carry ``unit`` and
+``description`` metadata; :func:`validate` checks a table against it and stamps the
+schema name, schema version and dvp version into the key-value metadata. Every writer
+calls :func:`validate` (via :func:`dvp.io.parquet.write_table`).
+
+Column names used in code are the constants below, never f-strings.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import re
+from importlib import resources
+from pathlib import Path
+
+import pyarrow as pa
+
+from . import __version__
+from .errors import SchemaError
+
+SCHEMA_VERSION = "1.0.0"
+
+# -- table names -------------------------------------------------------------------
+SUBARRAY = "instrument.subarray"
+OPTICS = "instrument.optics"
+CAMERA_GEOMETRY = "instrument.camera_geometry"
+CAMERA_READOUT = "instrument.camera_readout"
+SIM_RUN = "simulation.run"
+SIM_SHOWER = "simulation.shower"
+SIM_SHOWER_DISTRIBUTION = "simulation.shower_distribution"
+R1_EVENTS = "r1.telescope_events"
+R1_TRIGGER = "r1.trigger"
+
+# -- column names shared by code ---------------------------------------------------
+OBS_ID = "obs_id"
+EVENT_ID = "event_id"
+TEL_ID = "tel_id"
+TEL_TYPE = "tel_type"
+CAMERA_NAME = "camera_name"
+N_PIXELS = "n_pixels"
+N_SAMPLES = "n_samples"
+WAVEFORM = "waveform"
+SELECTED_GAIN = "selected_gain_channel"
+PIXEL_STATUS = "pixel_status"
+HV_DISABLED = "hv_disabled"
+TRUE_IMAGE = "true_image"
+PIX_X = "pix_x_m"
+PIX_Y = "pix_y_m"
+PIX_AREA = "pix_area_m2"
+NEIGHBORS = "neighbors"
+TRIGGERED = "triggered"
+
+META_SCHEMA_NAME = b"dvp.schema_name"
+META_SCHEMA_VERSION = b"dvp.schema_version"
+META_DVP_VERSION = b"dvp.version"
+META_PROVENANCE = b"dvp.provenance"
+
+_SCALARS = {
+    "bool": pa.bool_(), "int8": pa.int8(), "uint8": pa.uint8(), "int16": pa.int16(),
+    "int32": pa.int32(), "int64": pa.int64(), "float32": pa.float32(),
+    "float64": pa.float64(), "string": pa.string(),
+}
+_LIST_RE = re.compile(r"^(list|fixed_size_list)<(\w+)>$")
+
+
+def _schema_dir():
+    repo = Path(__file__).resolve().parent.parent / "schemas"
+    if repo.is_dir():
+        return repo
+    return resources.files("dvp._schemas")
+
+
+@functools.lru_cache(maxsize=None)
+def spec(name: str) -> dict:
+    """The parsed JSON description of table ``name`` (e.g. ``"r1.telescope_events"``)."""
+    path = _schema_dir() / f"{name}.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SchemaError(f"no schema named {name!r} in {_schema_dir()}") from None
+
+
+def available() -> list[str]:
+    """Names of all tables with a schema file."""
+    return sorted(p.name[: -len(".json")] for p in _schema_dir().iterdir() if p.name.endswith(".json"))
+
+
+def _arrow_type(type_str: str, list_size: int | None = None) -> pa.DataType:
+    if type_str in _SCALARS:
+        return _SCALARS[type_str]
+    m = _LIST_RE.match(type_str)
+    if not m or m.group(2) not in _SCALARS:
+        raise SchemaError(f"unknown type {type_str!r} in schema")
+    value = _SCALARS[m.group(2)]
+    if m.group(1) == "list":
+        return pa.list_(value)
+    if list_size is None:
+        raise SchemaError(f"fixed_size_list needs a size: {type_str}")
+    return pa.list_(value, list_size)
+
+
+def field(name: str, column: str, list_size: int | None = None) -> pa.Field:
+    """The Arrow field of ``column`` in table ``name``; fixed-size lists need ``list_size``."""
+    for f in spec(name)["fields"]:
+        if f["name"] == column:
+            return pa.field(column, _arrow_type(f["type"], list_size), metadata={
+                "unit": f["unit"], "description": f["description"]})
+    raise SchemaError(f"table {name} has no column {column!r}")
+
+
+def schema(name: str, list_sizes: dict[str, int] | None = None) -> pa.Schema:
+    """Arrow schema of table ``name``.
+
+    Parameters
+    ----------
+    name : str
+        Table name such as ``"r1.telescope_events"``.
+    list_sizes : dict, optional
+        Sizes of the ``fixed_size_list`` columns (they depend on the camera).
+    """
+    list_sizes = list_sizes or {}
+    s = spec(name)
+    fields = [field(name, f["name"], list_sizes.get(f["name"])) for f in s["fields"]]
+    return pa.schema(fields, metadata={
+        META_SCHEMA_NAME: name.encode(), META_SCHEMA_VERSION: s["version"].encode(),
+        META_DVP_VERSION: __version__.encode()})
+
+
+def column_names(name: str) -> list[str]:
+    return [f["name"] for f in spec(name)["fields"]]
+
+
+def validate(table: pa.Table, name: str, *, source: str = "table") -> pa.Table:
+    """Check ``table`` against schema ``name`` and return it cast to the schema.
+
+    Columns must be exactly the schema's (same order is restored); types must match,
+    except that fixed-size lists take their size from the data. Field metadata and
+    the schema-level metadata (name, versions) are attached.
+
+    Raises
+    ------
+    SchemaError
+        One line naming ``source``, the table and the offending column.
+    """
+    s = spec(name)
+    expected = [f["name"] for f in s["fields"]]
+    missing = [c for c in expected if c not in table.column_names]
+    extra = [c for c in table.column_names if c not in expected]
+    if missing or extra:
+        raise SchemaError(f"{source}: table {name}: missing columns {missing}, unexpected {extra}")
+    sizes = {}
+    for f in s["fields"]:
+        t = table.schema.field(f["name"]).type
+        if f["type"].startswith("fixed_size_list"):
+            if not pa.types.is_fixed_size_list(t):
+                raise SchemaError(f"{source}: {name}.{f['name']} must be {f['type']}, got {t}")
+            sizes[f["name"]] = t.list_size
+    target = schema(name, sizes)
+    meta = dict(table.schema.metadata or {})
+    meta.update(target.metadata)
+    columns = []
+    for tf in target:
+        col = table.column(tf.name)
+        if col.type != tf.type:
+            try:
+                col = col.cast(tf.type, safe=True)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                raise SchemaError(f"{source}: {name}.{tf.name} has type {col.type}, expected {tf.type} ({e})") from None
+        columns.append(col)
+    return pa.Table.from_arrays(columns, schema=target.with_metadata(meta))
+
+
+def check_file_schema(file_schema: pa.Schema, name: str, source: str) -> None:
+    """Verify a schema read from a file conforms to ``name`` (names, types, metadata)."""
+    sizes = {f.name: f.type.list_size for f in file_schema if pa.types.is_fixed_size_list(f.type)}
+    target = schema(name, sizes)
+    file_names = [f.name for f in file_schema if not f.name.startswith("__")]
+    hive = {"tel_type"}
+    if [n for n in file_names if n not in hive] != target.names:
+        raise SchemaError(f"{source}: columns {file_names} differ from schema {name} {target.names}")
+    for tf in target:
+        ff = file_schema.field(tf.name)
+        if ff.type != tf.type:
+            raise SchemaError(f"{source}: {name}.{tf.name} has type {ff.type}, expected {tf.type}")
+        if (ff.metadata or {}).get(b"unit") != tf.metadata[b"unit"]:
+            raise SchemaError(f"{source}: {name}.{tf.name} lacks its unit metadata")
+    meta = file_schema.metadata or {}
+    if meta.get(META_SCHEMA_NAME) != name.encode():
+        raise SchemaError(f"{source}: schema name metadata {meta.get(META_SCHEMA_NAME)!r} != {name!r}")
+    if META_SCHEMA_VERSION not in meta:
+        raise SchemaError(f"{source}: no {META_SCHEMA_VERSION.decode()} metadata")
