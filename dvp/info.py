@@ -74,7 +74,7 @@ def _product(path: Path) -> dict:
 def _simtel(path: Path) -> dict:
     from .io.simtel import SimtelR1Reader
 
-    reader = SimtelR1Reader(path, batch_bytes=2**62)
+    reader = SimtelR1Reader(path)
     try:
         sub = reader.subarray
         counts = Counter()

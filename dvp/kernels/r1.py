@@ -23,8 +23,6 @@ def _calibrate_select(adc, pedestal, dc_to_pe, threshold, select_gain, out, gain
         ped = pedestal[g, p]
         fac = dc_to_pe[g, p]
         for s in range(n_samples):
-            # numba promotes like numpy: uint16 samples give float32 arithmetic, the
-            # uint32 sums of sum-only cameras give float64, as in ctapipe
             out[p, s] = (adc[g, p, s] - ped) * fac
 
 
@@ -61,6 +59,10 @@ def calibrate_r1(adc, pedestal, dc_to_pe, threshold=4000.0, select_gain=True, ou
     elif out.shape != (n_pixels, n_samples) or out.dtype != np.float32:
         raise ValueError(f"out must be float32 {(n_pixels, n_samples)}, got {out.dtype} {out.shape}")
     gain = np.empty(n_pixels, np.int8)
-    _calibrate_select(np.ascontiguousarray(adc), np.ascontiguousarray(pedestal, np.float32),
-                      np.ascontiguousarray(dc_to_pe, np.float32), float(threshold), bool(select_gain), out, gain)
+    # numpy (hence ctapipe) computes uint16 samples in float32 and the uint32 sums of
+    # sum-only cameras in float64; numba's scalar promotion differs, so convert up front
+    # (exactly: both integer types fit the mantissa) and run the kernel in that type
+    ftype = np.result_type(adc.dtype, np.float32)
+    _calibrate_select(np.ascontiguousarray(adc, ftype), np.ascontiguousarray(pedestal, ftype),
+                      np.ascontiguousarray(dc_to_pe, ftype), float(threshold), bool(select_gain), out, gain)
     return out, gain
