@@ -38,7 +38,7 @@ def simtel_to_r1(
     inputs: List[str] = typer.Argument(..., help="sim_telarray files (.simtel, .gz, .zst), globs, directories or @list.txt"),
     output: Path = typer.Option(..., "--output", "-o", help="Product directory to create"),
     overwrite: bool = typer.Option(False, help="Replace OUTPUT if it exists (only once the new one is complete)"),
-    batch_mb: int = typer.Option(64, help="Waveform megabytes per Parquet row group"),
+    batch_mb: int = typer.Option(16, help="Waveform MiB per Parquet row group (bounds memory; 16 ≈ 56 LSTCam events)"),
     allow_truncated: bool = typer.Option(False, help="Keep the events before the end of a truncated file instead of failing"),
     focal_length: str = typer.Option("equivalent", help="Focal length recorded for the camera frame: equivalent or effective"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary"),

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from . import schemas as S
 from .errors import DvpError, InputError
-from .io.parquet import PartitionedWriter, ProductWriter, write_table
+from .io.parquet import ROW_GROUP_BYTES, PartitionedWriter, ProductWriter, write_table
 from .provenance import now, start_record
 
 SIMTEL_SUFFIXES = (".simtel", ".simtel.gz", ".simtel.zst", ".gz", ".zst")
@@ -65,7 +65,7 @@ def _concat(tables, schema_name):
     return pa.concat_tables([t.replace_schema_metadata(None) for t in tables], promote_options="none")
 
 
-def simtel_to_r1(inputs, output, *, overwrite=False, batch_bytes=64 * 2**20, allow_truncated=False,
+def simtel_to_r1(inputs, output, *, overwrite=False, batch_bytes=ROW_GROUP_BYTES, allow_truncated=False,
                  focal_length_choice="equivalent", progress=None) -> RunSummary:
     """Convert sim_telarray files into one R1 product directory.
 

@@ -21,27 +21,18 @@ import pyarrow.parquet as pq
 from .. import schemas as S
 from ..errors import DvpError, InputError
 
-# Chosen by measurement (benchmarks/RESULTS.md, "R1 storage"): zstd level 1 with
-# byte-stream-split on float columns halves LSTCam waveforms at ~1 GB/s decode.
+# Chosen by measurement (benchmarks/RESULTS.md, "R1 storage"): noise-dominated float32
+# waveforms hardly compress (zstd-1: 0.92 of raw; level 9: 0.87 at 1/5 the write speed;
+# byte-stream-split gains nothing), so zstd level 1; row groups of ~16 MiB of waveforms
+# (~56 LSTCam events) read fastest (they stay in cache) and bound a worker's memory.
 COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 1
-ROW_GROUP_BYTES = 64 * 2**20
-
-
-def _float_columns(schema: pa.Schema) -> list[str]:
-    out = []
-    for f in schema:
-        t = f.type
-        if pa.types.is_fixed_size_list(t) or pa.types.is_list(t):
-            t = t.value_type
-        if pa.types.is_floating(t):
-            out.append(f.name)
-    return out
+ROW_GROUP_BYTES = 16 * 2**20
 
 
 def parquet_options(schema: pa.Schema) -> dict:
     return dict(compression=COMPRESSION, compression_level=COMPRESSION_LEVEL,
-                use_byte_stream_split=_float_columns(schema), use_dictionary=False, write_statistics=True)
+                use_dictionary=False, write_statistics=True)
 
 
 def with_provenance(table: pa.Table, provenance: dict | None) -> pa.Table:

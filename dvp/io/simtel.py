@@ -238,7 +238,7 @@ class SimtelR1Reader:
         a truncated file raises too unless ``allow_truncated``.
     """
 
-    def __init__(self, path, batch_bytes: int = 64 * 2**20, allow_truncated: bool = False,
+    def __init__(self, path, batch_bytes: int = 16 * 2**20, allow_truncated: bool = False,
                  focal_length_choice: str = "equivalent"):
         from eventio import SimTelFile
 

@@ -1,0 +1,39 @@
+# dvp: set-up and common tasks. `make demo` and `make test` work on a fresh machine
+# with Python 3.11; everything is installed into .venv with pinned versions.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SHARED ?= ../shared
+DEMO_OUT ?= demo-out
+
+.PHONY: venv install demo test bench clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	touch $@
+
+venv install: $(VENV)/.installed
+
+demo: install
+	@test -d $(SHARED)/data/simtel || { echo "make: $(SHARED)/data/simtel missing"; exit 1; }
+	rm -rf $(DEMO_OUT)
+	$(VENV)/bin/dvp simtel-to-r1 $(SHARED)/data/simtel/run202_proton_za20deg_azm0deg-North-Prod5_test-production-5-mini.simtel.zst \
+		-o $(DEMO_OUT)/prod5-protons
+	$(VENV)/bin/dvp simtel-to-r1 $(SHARED)/data/simtel/lst_muons.simtel.zst -o $(DEMO_OUT)/lst-muons
+	$(VENV)/bin/dvp info $(DEMO_OUT)/prod5-protons
+	$(VENV)/bin/dvp info $(DEMO_OUT)/lst-muons
+	$(PY) -c "import polars as pl; print(pl.scan_parquet('$(DEMO_OUT)/prod5-protons/r1/**/*.parquet', hive_partitioning=True).group_by('tel_type').agg(pl.len().alias('tel_events'), pl.col('event_id').n_unique().alias('array_events')).collect())"
+
+test: install
+	@test -d $(SHARED)/data/simtel || { echo "make: $(SHARED)/data/simtel missing"; exit 1; }
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) -m pytest -q benchmarks --benchmark-only
+	$(PY) benchmarks/bench_simtel_to_r1.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
