@@ -1,6 +1,6 @@
 # dvp: set-up and common tasks. `make demo` and `make test` work on a fresh machine
 # with Python 3.11; everything is installed into .venv with pinned versions.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SHARED ?= ../shared
@@ -9,7 +9,7 @@ DEMO_OUT ?= demo-out
 .PHONY: venv install demo test bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
-	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (set PYTHON=...)"; exit 1; }
+	@test -n "$(PYTHON)" || { echo "make: no python3.11 or python3 found (set PYTHON=...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
