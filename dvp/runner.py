@@ -72,7 +72,7 @@ def simtel_to_r1(inputs, output, *, overwrite=False, batch_bytes=ROW_GROUP_BYTES
     All inputs must share one instrument description. Any bad input aborts the run with
     a one-line :class:`InputError` before anything is committed.
     """
-    from .io.simtel import SimtelR1Reader
+    from .io.simtel import SimtelR1Reader, check_simtel_file
 
     paths = expand_inputs(inputs)
     if not paths:
@@ -82,7 +82,6 @@ def simtel_to_r1(inputs, output, *, overwrite=False, batch_bytes=ROW_GROUP_BYTES
               "focal_length_choice": focal_length_choice, "gain_threshold_adc": 4000.0}
     summary = RunSummary(output=Path(output), n_inputs=len(paths))
     for p in paths:  # fail fast, before any work, on the cheap checks
-        from .io.simtel import check_simtel_file
         check_simtel_file(p)
     prov = start_record("simtel-to-r1", paths, config)
     with ProductWriter(output, overwrite=overwrite) as pw:

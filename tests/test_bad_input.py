@@ -1,7 +1,4 @@
 """Bad input: one-line error naming the file, non-zero exit, no (partial) output, nothing destroyed."""
-import gzip
-import shutil
-
 import numpy as np
 import pytest
 
@@ -23,7 +20,6 @@ def bad_files(tmp_path):
     src = SIMTEL / "gamma_prod6_tel_event_header_v4.simtel.zst"
     data = src.read_bytes()
     (tmp_path / "truncated.simtel.zst").write_bytes(data[: len(data) // 2])
-    raw = gzip.decompress((SIMTEL / "lst_muons.simtel.zst").read_bytes()) if False else None
     gz = (SIMTEL / "calib_events.simtel.gz").read_bytes()
     (tmp_path / "truncated.simtel.gz").write_bytes(gz[: len(gz) // 3])
     (tmp_path / "random.simtel").write_bytes(np.random.default_rng(1).bytes(100_000))

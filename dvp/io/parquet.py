@@ -125,16 +125,14 @@ class ProductWriter:
 
 def waveforms_view(table: pa.Table | pa.RecordBatch, column: str = S.WAVEFORM) -> np.ndarray:
     """Zero-copy ``(n_events, n_pixels, n_samples)`` float32 view of a single-chunk batch."""
-    if isinstance(table, pa.Table):
-        if table.column(column).num_chunks != 1:
-            table = table.combine_chunks()
-        arr = table.column(column).chunk(0)
-        n_pix, n_samp = int(table.column(S.N_PIXELS)[0].as_py()), int(table.column(S.N_SAMPLES)[0].as_py())
-    else:
-        arr = table.column(column)
-        n_pix, n_samp = int(table.column(S.N_PIXELS)[0].as_py()), int(table.column(S.N_SAMPLES)[0].as_py())
-    flat = arr.flatten().to_numpy(zero_copy_only=True)
-    return flat.reshape(len(arr), n_pix, n_samp)
+    arr = table.column(column)
+    if isinstance(arr, pa.ChunkedArray):
+        # a row group read from Parquet is one chunk; only concatenated tables copy here
+        arr = arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()
+    if len(arr) == 0:
+        return np.empty((0, 0, 0), np.float32)
+    n_pix, n_samp = int(table.column(S.N_PIXELS)[0].as_py()), int(table.column(S.N_SAMPLES)[0].as_py())
+    return arr.flatten().to_numpy(zero_copy_only=True).reshape(len(arr), n_pix, n_samp)
 
 
 def is_product_dir(path) -> bool:
