@@ -13,6 +13,7 @@ from typing import List, Optional
 import typer
 
 from .errors import DvpError
+from .io.parquet import ROW_GROUP_BYTES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="dvp: columnar Cherenkov-telescope data processing (R1 → DL1 → DL2 → DL3).")
@@ -38,7 +39,7 @@ def simtel_to_r1(
     inputs: List[str] = typer.Argument(..., help="sim_telarray files (.simtel, .gz, .zst), globs, directories or @list.txt"),
     output: Path = typer.Option(..., "--output", "-o", help="Product directory to create"),
     overwrite: bool = typer.Option(False, help="Replace OUTPUT if it exists (only once the new one is complete)"),
-    batch_mb: int = typer.Option(16, help="Waveform MiB per Parquet row group (bounds memory; 16 ≈ 56 LSTCam events)"),
+    batch_mb: int = typer.Option(ROW_GROUP_BYTES // 2**20, help="Waveform MiB per Parquet row group (bounds memory; 16 ≈ 56 LSTCam events)"),
     allow_truncated: bool = typer.Option(False, help="Keep the events before the end of a truncated file instead of failing"),
     focal_length: str = typer.Option("equivalent", help="Focal length recorded for the camera frame: equivalent or effective"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary"),

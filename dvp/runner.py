@@ -72,14 +72,14 @@ def simtel_to_r1(inputs, output, *, overwrite=False, batch_bytes=ROW_GROUP_BYTES
     All inputs must share one instrument description. Any bad input aborts the run with
     a one-line :class:`InputError` before anything is committed.
     """
-    from .io.simtel import SimtelR1Reader, check_simtel_file
+    from .io.simtel import GAIN_THRESHOLD_ADC, SimtelR1Reader, check_simtel_file
 
     paths = expand_inputs(inputs)
     if not paths:
         raise DvpError("no input files given")
     t0 = time.perf_counter()
     config = {"batch_bytes": batch_bytes, "allow_truncated": allow_truncated,
-              "focal_length_choice": focal_length_choice, "gain_threshold_adc": 4000.0}
+              "focal_length_choice": focal_length_choice, "gain_threshold_adc": GAIN_THRESHOLD_ADC}
     summary = RunSummary(output=Path(output), n_inputs=len(paths))
     for p in paths:  # fail fast, before any work, on the cheap checks
         check_simtel_file(p)

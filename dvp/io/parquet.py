@@ -30,9 +30,8 @@ COMPRESSION_LEVEL = 1
 ROW_GROUP_BYTES = 16 * 2**20
 
 
-def parquet_options(schema: pa.Schema) -> dict:
-    return dict(compression=COMPRESSION, compression_level=COMPRESSION_LEVEL,
-                use_dictionary=False, write_statistics=True)
+PARQUET_OPTIONS = dict(compression=COMPRESSION, compression_level=COMPRESSION_LEVEL,
+                       use_dictionary=False, write_statistics=True)
 
 
 def with_provenance(table: pa.Table, provenance: dict | None) -> pa.Table:
@@ -48,7 +47,7 @@ def write_table(table: pa.Table, path, schema_name: str, provenance: dict | None
     table = with_provenance(S.validate(table, schema_name, source=str(path)), provenance)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path, **parquet_options(table.schema))
+    pq.write_table(table, path, **PARQUET_OPTIONS)
     return path
 
 
@@ -69,7 +68,7 @@ class PartitionedWriter:
             d = self.root / f"tel_type={tel_type}"
             d.mkdir(parents=True, exist_ok=True)
             w = self._writers[tel_type] = pq.ParquetWriter(d / "part-00000.parquet", table.schema,
-                                                           **parquet_options(table.schema))
+                                                           **PARQUET_OPTIONS)
             self.rows[tel_type] = 0
         elif not w.schema.equals(table.schema, check_metadata=False):
             raise DvpError(f"{self.root}: tel_type={tel_type}: batch schema differs from earlier batches "

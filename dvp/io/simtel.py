@@ -21,6 +21,7 @@ from ..errors import InputError
 from ..instrument import CameraGeometry, CameraReadout, Optics, SubarrayDescription
 from ..instrument.guess import guess_telescope, telescope_from_meta
 from ..kernels.r1 import calibrate_r1
+from .parquet import ROW_GROUP_BYTES
 
 GAIN_THRESHOLD_ADC = 4000.0
 MISSING_IMAGE_BRIGHTNESS_LIMIT = 1_000_000
@@ -238,7 +239,7 @@ class SimtelR1Reader:
         a truncated file raises too unless ``allow_truncated``.
     """
 
-    def __init__(self, path, batch_bytes: int = 16 * 2**20, allow_truncated: bool = False,
+    def __init__(self, path, batch_bytes: int = ROW_GROUP_BYTES, allow_truncated: bool = False,
                  focal_length_choice: str = "equivalent"):
         from eventio import SimTelFile
 
