@@ -33,6 +33,35 @@ def _one_line_errors(fn):
     return wrapper
 
 
+def _with_progress(label: str, quiet: bool, call):
+    """Run ``call(advance)`` under a rich progress bar (events, events/s, ETA) on stderr.
+
+    ``advance(n, total=None)`` adds ``n`` events; a ``total`` sets the bar's length.
+    Returns ``(result, console)``.
+    """
+    from rich.console import Console
+
+    console = Console(stderr=True, quiet=quiet)
+    if quiet:
+        return call(None), console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), TextColumn("{task.completed:,} tel events"),
+                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                  console=console, transient=True) as prog:
+        task = prog.add_task(label, total=None, rate="")
+
+        def advance(n, total=None):
+            if total is not None:
+                prog.update(task, total=total)
+            prog.advance(task, n)
+            t = prog.tasks[0]
+            if t.elapsed:
+                prog.update(task, rate=f"{t.completed / t.elapsed:,.0f} ev/s")
+
+        return call(advance), console
+
+
 @app.command("simtel-to-r1")
 @_one_line_errors
 def simtel_to_r1(
@@ -55,32 +84,48 @@ def simtel_to_r1(
 
     if focal_length not in ("equivalent", "effective"):
         raise DvpError(f"--focal-length must be 'equivalent' or 'effective', not {focal_length!r}")
+    summary, console = _with_progress("simtel-to-r1", quiet, lambda advance: run(
+        inputs, output, overwrite=overwrite, batch_bytes=batch_mb * 2**20, allow_truncated=allow_truncated,
+        focal_length_choice=focal_length, progress=advance))
     if quiet:
-        summary = run(inputs, output, overwrite=overwrite, batch_bytes=batch_mb * 2**20,
-                      allow_truncated=allow_truncated, focal_length_choice=focal_length)
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    with Progress(TextColumn("[bold]simtel-to-r1"), BarColumn(), TextColumn("{task.completed} tel events"),
-                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console, transient=True) as prog:
-        task = prog.add_task("r1", total=None, rate="")
-
-        def advance(n):
-            prog.advance(task, n)
-            t = prog.tasks[0]
-            if t.elapsed:
-                prog.update(task, rate=f"{t.completed / t.elapsed:,.0f} ev/s")
-
-        summary = run(inputs, output, overwrite=overwrite, batch_bytes=batch_mb * 2**20,
-                      allow_truncated=allow_truncated, focal_length_choice=focal_length, progress=advance)
     n_tel = sum(summary.n_tel_events.values())
     console.print(f"wrote {summary.output}: {summary.n_inputs} input file(s), {summary.n_array_events} array events, "
                   f"{n_tel} telescope events {summary.n_tel_events or ''}, {summary.n_showers} simulated showers "
                   f"in {summary.seconds:.1f} s")
     for w in summary.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
+
+
+@app.command("r1-to-dl1")
+@_one_line_errors
+def r1_to_dl1(
+    inputs: List[str] = typer.Argument(..., help="R1 product directories (from simtel-to-r1 or simulate), globs or @list.txt"),
+    output: Path = typer.Option(..., "--output", "-o", help="DL1 product directory to create"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML or YAML config (see configs/); default: ctapipe 0.28's defaults"),
+    set_: List[str] = typer.Option([], "--set", help="Override one config value, e.g. --set 'r1_to_dl1.cleaner.LST*.picture_threshold_pe=8' (repeatable)"),
+    write_images: bool = typer.Option(False, "--write-images", help="Also store per-pixel image, peak time and cleaning mask"),
+    overwrite: bool = typer.Option(False, help="Replace OUTPUT if it exists (only once the new one is complete)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary"),
+):
+    """Calibrate, clean and parameterise R1 images into a DL1 product directory.
+
+    Extraction (default NeighborPeakWindowSum 7/3 with integration correction), peak-time
+    shift, invalid-pixel interpolation, cleaning (default tailcuts 10/5, 2 neighbours),
+    image quality query, then Hillas, leakage, concentration, timing, morphology and
+    intensity/peak-time statistics in the telescope frame, as ctapipe 0.28's
+    CameraCalibrator + ImageProcessor. Writes dl1/tel_type=<type>/ (one row per
+    telescope event) and carries instrument/, simulation/ and trigger/ over.
+    """
+    from .config import load_config
+    from .runner import r1_to_dl1 as run
+
+    cfg = load_config(config, set_)
+    summary, console = _with_progress("r1-to-dl1", quiet, lambda advance: run(
+        inputs, output, cfg, overwrite=overwrite, write_images=write_images or None, progress=advance))
+    n_tel = sum(summary.n_tel_events.values())
+    console.print(f"wrote {summary.output}: {summary.n_inputs} input product(s), {n_tel} telescope events "
+                  f"{summary.n_tel_events or ''} in {summary.seconds:.1f} s ({n_tel / max(summary.seconds, 1e-9):,.0f} ev/s)")
 
 
 @app.command()

@@ -37,13 +37,27 @@ def versions() -> dict:
     return out
 
 
+def input_record(path) -> dict:
+    """Identity of one input: a file's size and sha256, or for a product directory the
+    sha256 of its ``provenance.json`` (which holds its own inputs' checksums) and the total
+    size of its Parquet files. Re-hashing gigabytes of waveforms per run would cost more
+    than processing them."""
+    p = Path(path)
+    if not p.is_dir():
+        return {"path": str(p.resolve()), "size_bytes": p.stat().st_size, "sha256": sha256(p)}
+    files = sorted(p.rglob("*.parquet"))
+    prov = p / "provenance.json"
+    return {"path": str(p.resolve()), "kind": "product", "n_files": len(files),
+            "size_bytes": sum(f.stat().st_size for f in files),
+            "provenance_sha256": sha256(prov) if prov.is_file() else None}
+
+
 def start_record(command: str, inputs, config: dict) -> dict:
     """Provenance known at the start of a run (also stamped into every Parquet file)."""
     return {
         "command": command,
         "start": now(),
-        "inputs": [{"path": str(Path(p).resolve()), "size_bytes": Path(p).stat().st_size, "sha256": sha256(p)}
-                   for p in inputs],
+        "inputs": [input_record(p) for p in inputs],
         "config": config,
         "versions": versions(),
         "host": {"hostname": socket.gethostname(), "platform": platform.platform(),

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from . import schemas as S
 from .errors import DvpError, InputError
-from .io.parquet import ROW_GROUP_BYTES, PartitionedWriter, ProductWriter, write_table
+from .io.parquet import ROW_GROUP_BYTES, PartitionedWriter, ProductWriter, is_product_dir, write_table
 from .provenance import now, start_record
 
 SIMTEL_SUFFIXES = (".simtel", ".simtel.gz", ".simtel.zst", ".gz", ".zst")
@@ -129,6 +129,162 @@ def simtel_to_r1(inputs, output, *, overwrite=False, batch_bytes=ROW_GROUP_BYTES
                       counts={"array_events_out": summary.n_array_events, "showers_out": summary.n_showers,
                               "telescope_events_out": summary.n_tel_events},
                       levels=["instrument", "simulation", "r1"])
+        pw.path("provenance.json").write_text(json.dumps(record, indent=1, default=str))
+        pw.commit()
+    return summary
+
+
+# -- R1 → DL1 ------------------------------------------------------------------------
+
+PRODUCT_SIM_TABLES = (("runs.parquet", S.SIM_RUN), ("showers.parquet", S.SIM_SHOWER),
+                      ("shower_distribution.parquet", S.SIM_SHOWER_DISTRIBUTION))
+
+
+def expand_products(inputs, level: str) -> list[Path]:
+    """Product directories (paths, globs, ``@list``) that hold ``level`` data."""
+    out = []
+    for item in inputs:
+        item = str(item)
+        if item.startswith("@"):
+            lst = Path(item[1:])
+            if not lst.is_file():
+                raise InputError(lst, "list file does not exist")
+            out.extend(expand_products([ln.strip() for ln in lst.read_text().splitlines()
+                                        if ln.strip() and not ln.startswith("#")], level))
+            continue
+        hits = sorted(glob.glob(item)) if any(ch in item for ch in "*?[") else [item]
+        if not hits:
+            raise InputError(item, "glob matches no product directory")
+        for h in hits:
+            p = Path(h)
+            if not p.exists():
+                raise InputError(p, "does not exist")
+            if not is_product_dir(p):
+                raise InputError(p, "not a dvp product directory (no instrument/subarray.parquet)")
+            if not (p / level).is_dir():
+                raise InputError(p, f"product directory has no {level}/ data")
+            out.append(p)
+    return out
+
+
+def _level_files(product: Path, level: str) -> list[tuple[str, Path]]:
+    """``(tel_type, file)`` for every Parquet file of a hive-partitioned level."""
+    files = []
+    for d in sorted((product / level).iterdir()):
+        if not d.is_dir() or not d.name.startswith("tel_type="):
+            raise InputError(d, f"unexpected entry in {level}/ (expected tel_type=<type>/ directories)")
+        files.extend((d.name.split("=", 1)[1], f) for f in sorted(d.glob("*.parquet")))
+    return files
+
+
+def _open_checked(path: Path, schema_name: str, columns) -> "pq.ParquetFile":
+    """Open a Parquet file and check that ``columns`` exist with the schema's types."""
+    import pyarrow.parquet as pq
+    try:
+        pf = pq.ParquetFile(path)
+        file_schema = pf.schema_arrow
+    except (OSError, pa.ArrowException) as e:
+        raise InputError(path, f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
+    for col in columns:
+        if col not in file_schema.names:
+            raise InputError(path, f"missing column {col!r} (not a {schema_name} file, or written by an older dvp)")
+        want = S.field(schema_name, col, 1).type
+        got = file_schema.field(col).type
+        same = (pa.types.is_fixed_size_list(want) and pa.types.is_fixed_size_list(got)
+                and want.value_type == got.value_type) or want == got
+        if not same:
+            raise InputError(path, f"column {col!r} has type {got}, expected {want}")
+    return pf
+
+
+def _read_simulation(products) -> dict:
+    import pyarrow.parquet as pq
+    out = {}
+    for fname, schema_name in PRODUCT_SIM_TABLES:
+        tables = []
+        for p in products:
+            f = p / "simulation" / fname
+            if f.is_file():
+                try:
+                    tables.append(pq.read_table(f))
+                except (OSError, pa.ArrowException) as e:
+                    raise InputError(f, f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
+        if tables:
+            out[fname] = (_concat(tables, schema_name), schema_name)
+    return out
+
+
+def r1_to_dl1(inputs, output, config=None, *, overwrite=False, write_images=None, progress=None,
+              command="r1-to-dl1") -> RunSummary:
+    """Process R1 product directories into one DL1 product directory.
+
+    The instrument, simulation and trigger tables are carried over; ``dl1/`` gets one
+    ``tel_type=<type>/part-00000.parquet`` per telescope type, one row group per R1 row
+    group, so memory is bounded by the R1 row-group size.
+    """
+    import pyarrow.parquet as pq
+
+    from .config import Config
+    from .instrument.subarray import SubarrayDescription
+    from .stages.r1_to_dl1 import R1_INPUT_COLUMNS, prepare_camera
+    from .stages.r1_to_dl1 import r1_to_dl1 as stage
+
+    config = config or Config()
+    cfg = config.r1_to_dl1
+    if write_images is not None:
+        from dataclasses import replace
+        cfg = replace(cfg, write_images=write_images)
+    products = expand_products(inputs, "r1")
+    if not products:
+        raise DvpError("no input product directories given")
+    t0 = time.perf_counter()
+    subarray = SubarrayDescription.read(products[0])
+    work = []
+    for p in products:
+        if p != products[0] and SubarrayDescription.read(p).fingerprint() != subarray.fingerprint():
+            raise InputError(p, f"instrument differs from {products[0]}; process different arrays separately")
+        for tel_type, f in _level_files(p, "r1"):
+            work.append((tel_type, _open_checked(f, S.R1_EVENTS, R1_INPUT_COLUMNS), f))
+    setups = {}
+    for tel_type, _, f in work:  # resolve config per type before any output exists
+        if tel_type not in setups:
+            setups[tel_type] = prepare_camera(subarray, tel_type, cfg)
+    sim = _read_simulation(products)
+    summary = RunSummary(output=Path(output), n_inputs=len(products))
+    prov = start_record(command, products, config.to_dict())
+    with ProductWriter(output, overwrite=overwrite) as pw:
+        dl1 = PartitionedWriter(pw.path("dl1"), S.DL1_EVENTS, provenance=prov)
+        n_in = 0
+        if progress:
+            progress(0, sum(pf.metadata.num_rows for _, pf, _ in work))
+        try:
+            for tel_type, pf, f in work:
+                for i in range(pf.num_row_groups):
+                    try:
+                        batch = pf.read_row_group(i, columns=list(R1_INPUT_COLUMNS))
+                    except (OSError, pa.ArrowException) as e:
+                        raise InputError(f, f"corrupt row group {i} ({str(e).splitlines()[0]})") from None
+                    out = stage(batch, setups[tel_type])
+                    dl1.write(tel_type, out)
+                    n_in += batch.num_rows
+                    if progress:
+                        progress(batch.num_rows)
+        finally:
+            dl1.close()
+        subarray.write(pw.tmp, lambda t, p, n: write_table(t, p, n, prov))
+        for fname, (table, schema_name) in sim.items():
+            write_table(table, pw.path("simulation", fname), schema_name, prov)
+        triggers = [pq.read_table(p / "trigger" / "part-00000.parquet") for p in products
+                    if (p / "trigger" / "part-00000.parquet").is_file()]
+        if triggers:
+            tr = _concat(triggers, S.R1_TRIGGER)
+            write_table(tr, pw.path("trigger", "part-00000.parquet"), S.R1_TRIGGER, prov)
+            summary.n_array_events = tr.num_rows
+        summary.n_tel_events = dict(dl1.rows)
+        summary.seconds = time.perf_counter() - t0
+        record = dict(prov, stop=now(), seconds=round(summary.seconds, 3),
+                      counts={"telescope_events_in": n_in, "telescope_events_out": summary.n_tel_events},
+                      levels=["instrument", "simulation", "dl1"])
         pw.path("provenance.json").write_text(json.dumps(record, indent=1, default=str))
         pw.commit()
     return summary

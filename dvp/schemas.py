@@ -33,6 +33,7 @@ SIM_SHOWER = "simulation.shower"
 SIM_SHOWER_DISTRIBUTION = "simulation.shower_distribution"
 R1_EVENTS = "r1.telescope_events"
 R1_TRIGGER = "r1.trigger"
+DL1_EVENTS = "dl1.telescope_events"
 
 # -- column names shared by code ---------------------------------------------------
 OBS_ID = "obs_id"
@@ -40,18 +41,70 @@ EVENT_ID = "event_id"
 TEL_ID = "tel_id"
 TEL_TYPE = "tel_type"
 CAMERA_NAME = "camera_name"
+READOUT_NAME = "readout_name"
 N_PIXELS = "n_pixels"
 N_SAMPLES = "n_samples"
 WAVEFORM = "waveform"
 SELECTED_GAIN = "selected_gain_channel"
 PIXEL_STATUS = "pixel_status"
 HV_DISABLED = "hv_disabled"
+TIME_SHIFT = "time_shift_ns"
 TRUE_IMAGE = "true_image"
 PIX_X = "pix_x_m"
 PIX_Y = "pix_y_m"
 PIX_AREA = "pix_area_m2"
 NEIGHBORS = "neighbors"
 TRIGGERED = "triggered"
+POINTING_ALT = "pointing_alt_deg"
+POINTING_AZ = "pointing_az_deg"
+TRUE_IMAGE_SUM = "true_image_sum_pe"
+TRUE_IMPACT = "true_impact_distance_m"
+
+# -- DL1 ---------------------------------------------------------------------------
+IS_VALID = "is_valid"
+IMAGE_SUM = "image_sum_pe"
+IMAGE = "image"
+PEAK_TIME = "peak_time"
+IMAGE_MASK = "image_mask"
+DL1_IMAGE_COLUMNS = (IMAGE, PEAK_TIME, IMAGE_MASK)
+
+# ctapipe parameter container -> {container field: dvp column}. The kernels return
+# dicts keyed by ctapipe's field names; this is the one place they become columns.
+HILLAS_COLUMNS = {
+    "intensity": "hillas_intensity_pe", "skewness": "hillas_skewness", "kurtosis": "hillas_kurtosis",
+    "fov_lon": "hillas_fov_lon_deg", "fov_lat": "hillas_fov_lat_deg", "r": "hillas_r_deg",
+    "phi": "hillas_phi_deg", "length": "hillas_length_deg",
+    "length_uncertainty": "hillas_length_uncertainty_deg", "width": "hillas_width_deg",
+    "width_uncertainty": "hillas_width_uncertainty_deg", "psi": "hillas_psi_deg",
+    "psi_uncertainty": "hillas_psi_uncertainty_deg",
+    "transverse_cog_uncertainty": "hillas_transverse_cog_uncertainty_deg",
+}
+LEAKAGE_COLUMNS = {
+    "pixels_width_1": "leakage_pixels_width_1", "pixels_width_2": "leakage_pixels_width_2",
+    "intensity_width_1": "leakage_intensity_width_1", "intensity_width_2": "leakage_intensity_width_2",
+}
+CONCENTRATION_COLUMNS = {"cog": "concentration_cog", "core": "concentration_core",
+                         "pixel": "concentration_pixel"}
+TIMING_COLUMNS = {"intercept": "timing_intercept_ns", "deviation": "timing_deviation_ns",
+                  "slope": "timing_slope_ns_per_deg"}
+MORPHOLOGY_COLUMNS = {
+    "n_pixels": "morphology_n_pixels", "n_islands": "morphology_n_islands",
+    "n_small_islands": "morphology_n_small_islands", "n_medium_islands": "morphology_n_medium_islands",
+    "n_large_islands": "morphology_n_large_islands",
+}
+INTENSITY_STATISTICS_COLUMNS = {
+    "max": "intensity_max_pe", "min": "intensity_min_pe", "mean": "intensity_mean_pe",
+    "std": "intensity_std_pe", "skewness": "intensity_skewness", "kurtosis": "intensity_kurtosis",
+}
+PEAK_TIME_STATISTICS_COLUMNS = {
+    "max": "peak_time_max_ns", "min": "peak_time_min_ns", "mean": "peak_time_mean_ns",
+    "std": "peak_time_std_ns", "skewness": "peak_time_skewness", "kurtosis": "peak_time_kurtosis",
+}
+DL1_PARAMETER_GROUPS = {
+    "hillas": HILLAS_COLUMNS, "leakage": LEAKAGE_COLUMNS, "concentration": CONCENTRATION_COLUMNS,
+    "timing": TIMING_COLUMNS, "morphology": MORPHOLOGY_COLUMNS,
+    "intensity_statistics": INTENSITY_STATISTICS_COLUMNS, "peak_time_statistics": PEAK_TIME_STATISTICS_COLUMNS,
+}
 
 META_SCHEMA_NAME = b"dvp.schema_name"
 META_SCHEMA_VERSION = b"dvp.schema_version"
@@ -111,7 +164,7 @@ def field(name: str, column: str, list_size: int | None = None) -> pa.Field:
     raise SchemaError(f"table {name} has no column {column!r}")
 
 
-def schema(name: str, list_sizes: dict[str, int] | None = None) -> pa.Schema:
+def schema(name: str, list_sizes: dict[str, int] | None = None, include=None) -> pa.Schema:
     """Arrow schema of table ``name``.
 
     Parameters
@@ -120,17 +173,23 @@ def schema(name: str, list_sizes: dict[str, int] | None = None) -> pa.Schema:
         Table name such as ``"r1.telescope_events"``.
     list_sizes : dict, optional
         Sizes of the ``fixed_size_list`` columns (they depend on the camera).
+    include : iterable of str, optional
+        Which optional columns (``"optional": true`` in the schema file) to include;
+        by default none. Required columns are always included.
     """
     list_sizes = list_sizes or {}
+    include = set(include or ())
     s = spec(name)
-    fields = [field(name, f["name"], list_sizes.get(f["name"])) for f in s["fields"]]
+    fields = [field(name, f["name"], list_sizes.get(f["name"])) for f in s["fields"]
+              if not f.get("optional") or f["name"] in include]
     return pa.schema(fields, metadata={
         META_SCHEMA_NAME: name.encode(), META_SCHEMA_VERSION: s["version"].encode(),
         META_DVP_VERSION: __version__.encode()})
 
 
-def column_names(name: str) -> list[str]:
-    return [f["name"] for f in spec(name)["fields"]]
+def column_names(name: str, optional: bool = False) -> list[str]:
+    """Columns of table ``name``; optional ones only if ``optional``."""
+    return [f["name"] for f in spec(name)["fields"] if optional or not f.get("optional")]
 
 
 def validate(table: pa.Table, name: str, *, source: str = "table") -> pa.Table:
@@ -146,19 +205,20 @@ def validate(table: pa.Table, name: str, *, source: str = "table") -> pa.Table:
         One line naming ``source``, the table and the offending column.
     """
     s = spec(name)
-    expected = [f["name"] for f in s["fields"]]
+    fields = [f for f in s["fields"] if not f.get("optional") or f["name"] in table.column_names]
+    expected = [f["name"] for f in fields]
     missing = [c for c in expected if c not in table.column_names]
     extra = [c for c in table.column_names if c not in expected]
     if missing or extra:
         raise SchemaError(f"{source}: table {name}: missing columns {missing}, unexpected {extra}")
     sizes = {}
-    for f in s["fields"]:
+    for f in fields:
         t = table.schema.field(f["name"]).type
         if f["type"].startswith("fixed_size_list"):
             if not pa.types.is_fixed_size_list(t):
                 raise SchemaError(f"{source}: {name}.{f['name']} must be {f['type']}, got {t}")
             sizes[f["name"]] = t.list_size
-    target = schema(name, sizes)
+    target = schema(name, sizes, include=expected)
     meta = dict(table.schema.metadata or {})
     meta.update(target.metadata)
     columns = []
@@ -176,7 +236,7 @@ def validate(table: pa.Table, name: str, *, source: str = "table") -> pa.Table:
 def check_file_schema(file_schema: pa.Schema, name: str, source: str) -> None:
     """Verify a schema read from a file conforms to ``name`` (names, types, metadata)."""
     sizes = {f.name: f.type.list_size for f in file_schema if pa.types.is_fixed_size_list(f.type)}
-    target = schema(name, sizes)
+    target = schema(name, sizes, include=file_schema.names)
     file_names = [f.name for f in file_schema if not f.name.startswith("__")]
     # a hive partition key may be stored in the file by other writers; dvp never does
     if [n for n in file_names if n in target.names or n != TEL_TYPE] != target.names:

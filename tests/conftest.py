@@ -9,6 +9,7 @@ SHARED = ROOT.parent / "shared"
 SIMTEL = SHARED / "data" / "simtel"
 REFERENCE = SHARED / "reference" / "ctapipe-0.28"
 INSTRUMENT_REF = Path(__file__).parent / "reference" / "instrument"
+REFERENCE_STEMS = sorted(p.name[: -len(".dl1.parquet")] for p in REFERENCE.glob("*.dl1.parquet"))
 
 if not SIMTEL.is_dir():
     # never skip silently: the suite is meaningless without the shared data
@@ -42,8 +43,33 @@ def r1_products(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def dl1_products(r1_products, tmp_path_factory):
+    """Every shared file with events processed to DL1 with images, default config."""
+    from dvp.runner import r1_to_dl1
+
+    base = tmp_path_factory.mktemp("dl1")
+    out = {}
+    for name in REFERENCE_STEMS:
+        out[name] = base / name
+        r1_to_dl1([r1_products[name]], out[name], write_images=True)
+    return out
+
+
 def run_cli(*args, cwd=None):
     import subprocess
 
     return subprocess.run([sys.executable, "-m", "dvp.cli", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, timeout=600)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the DL1 parity table (fraction of telescope events matching ctapipe per column)."""
+    mod = sys.modules.get("tests.test_dl1_parity")
+    parity = getattr(mod, "PARITY", None)
+    if not parity:
+        return
+    tr = terminalreporter
+    tr.section("DL1 parity with ctapipe 0.28 (rtol 1e-4, atol 1e-5)")
+    for col, (ok, n) in parity.items():
+        tr.write_line(f"{col:42s} {ok:5d}/{n:<5d} {100.0 * ok / max(n, 1):6.2f} %")

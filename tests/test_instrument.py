@@ -81,3 +81,13 @@ def test_readout_and_round_trip(r1_products):
     g = sub.geometries["LSTcam"]
     assert g.neighbor_indptr[-1] == len(g.neighbor_indices)
     assert max(np.diff(g.neighbor_indptr)) == 6
+
+
+def test_readout_variants_per_telescope(r1_products):
+    """prod6 LST-1 has another reference pulse than LST-2..4 (ctapipe corrects per telescope)."""
+    sub = SubarrayDescription.read(r1_products["gamma_prod6_tel_event_header_v4"])
+    assert sub.camera_name(1) == sub.camera_name(2) == "LSTcam"
+    assert sub.readout_name(1) == "LSTcam" and sub.readout_name(2) == sub.readout_name(4) == "LSTcam.2"
+    a, b = sub.readout(1).reference_pulse_shape, sub.readout(2).reference_pulse_shape
+    assert a.shape == b.shape == (2, 1640) and not np.array_equal(a, b)
+    assert len({sub.readout_name(t) for t in sub.tel_ids_of_type("MST_MST_NectarCam")}) == 1

@@ -30,26 +30,32 @@ def schema_for(rel: str) -> str:
         return S.CAMERA_READOUT
     if rel.startswith("r1/tel_type="):
         return S.R1_EVENTS
+    if rel.startswith("dl1/tel_type="):
+        return S.DL1_EVENTS
     raise AssertionError(f"unexpected file in product directory: {rel}")
 
 
 def test_every_schema_field_has_unit_and_description():
     names = S.available()
     assert {S.SUBARRAY, S.OPTICS, S.CAMERA_GEOMETRY, S.CAMERA_READOUT, S.SIM_RUN, S.SIM_SHOWER,
-            S.R1_EVENTS, S.R1_TRIGGER} <= set(names)
+            S.R1_EVENTS, S.R1_TRIGGER, S.DL1_EVENTS} <= set(names)
     for name in names:
-        sch = S.schema(name, {f: 7 for f in S.column_names(name)})
+        cols = S.column_names(name, optional=True)
+        sch = S.schema(name, {f: 7 for f in cols}, include=cols)
         assert sch.metadata[S.META_SCHEMA_VERSION] == S.SCHEMA_VERSION.encode()
         for f in sch:
             assert b"unit" in f.metadata and f.metadata[b"description"], (name, f.name)
-            for suffix, unit in (("_m", "m"), ("_deg", "deg"), ("_tev", "TeV"), ("_ns", "ns")):
+            # the longest matching suffix decides (timing_slope_ns_per_deg is ns/deg)
+            for suffix, unit in (("_ns_per_deg", "ns/deg"), ("_m2", "m2"), ("_m", "m"), ("_deg", "deg"),
+                                 ("_tev", "TeV"), ("_ns", "ns"), ("_pe", "pe")):
                 if f.name.endswith(suffix):
                     assert f.metadata[b"unit"].decode() == unit, (name, f.name)
+                    break
 
 
 def test_validate_rejects_missing_extra_and_wrong_types():
     good = pa.table({"tel_id": pa.array([1], pa.int16()), "tel_type": ["LST_LST_LSTCam"], "optics_name": ["LST"],
-                     "camera_name": ["LSTCam"], "pos_x_m": [0.0], "pos_y_m": [0.0], "pos_z_m": [0.0],
+                     "camera_name": ["LSTCam"], "readout_name": ["LSTCam"], "pos_x_m": [0.0], "pos_y_m": [0.0], "pos_z_m": [0.0],
                      "tel_index": pa.array([0], pa.int32())})
     out = S.validate(good, S.SUBARRAY)
     assert out.schema.field("pos_x_m").metadata[b"unit"] == b"m"
@@ -58,7 +64,7 @@ def test_validate_rejects_missing_extra_and_wrong_types():
     with pytest.raises(SchemaError, match="unexpected.*bogus"):
         S.validate(good.append_column("bogus", pa.array([1])), S.SUBARRAY)
     with pytest.raises(SchemaError, match="pos_x_m"):
-        S.validate(good.set_column(4, "pos_x_m", pa.array(["north"])), S.SUBARRAY)
+        S.validate(good.set_column(good.schema.get_field_index("pos_x_m"), "pos_x_m", pa.array(["north"])), S.SUBARRAY)
 
 
 def test_every_written_file_conforms(r1_products):

@@ -126,6 +126,22 @@ class CameraGeometry:
             return np.sqrt(self.pix_area)
         return 2 * np.sqrt(self.pix_area / np.pi)
 
+    def telescope_frame(self, focal_length_m: float) -> "CameraGeometry":
+        """This camera in ctapipe's ``TelescopeFrame``: positions and widths in deg, areas in deg².
+
+        ctapipe assumes an equidistant mapping, ``fov_lon = y / f`` and ``fov_lat = x / f``
+        (radians), so the returned ``pix_x`` is fov_lon and ``pix_y`` fov_lat; areas scale
+        by ``(1 / f)²``. Neighbours are those of the camera frame.
+        """
+        if not np.isfinite(focal_length_m) or focal_length_m <= 0:
+            raise ValueError(f"camera {self.name}: focal length must be positive, got {focal_length_m}")
+        scale = np.rad2deg(1.0 / focal_length_m)
+        return CameraGeometry(name=self.name, pix_x=np.rad2deg(self.pix_y / focal_length_m),
+                              pix_y=np.rad2deg(self.pix_x / focal_length_m), pix_area=self.pix_area * scale**2,
+                              pix_type=self.pix_type, pix_rotation_deg=self.pix_rotation_deg,
+                              cam_rotation_deg=self.cam_rotation_deg, neighbor_indptr=self.neighbor_indptr,
+                              neighbor_indices=self.neighbor_indices)
+
     @classmethod
     def from_simtel(cls, name, pixel_x, pixel_y, pixel_area, pixel_shape, cam_rot_rad):
         """Build from sim_telarray camera settings exactly as ctapipe 0.28 does."""

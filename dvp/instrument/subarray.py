@@ -39,6 +39,12 @@ class CameraReadout:
     reference_pulse_sample_width_ns: float
     reference_pulse_shape: np.ndarray
 
+    def same_as(self, other: "CameraReadout") -> bool:
+        return (self.n_channels, self.n_pixels, self.n_samples, self.sampling_rate_ghz,
+                self.reference_pulse_sample_width_ns) == (other.n_channels, other.n_pixels, other.n_samples,
+                                                          other.sampling_rate_ghz, other.reference_pulse_sample_width_ns) \
+            and np.array_equal(self.reference_pulse_shape, other.reference_pulse_shape)
+
 
 @dataclass(frozen=True)
 class Optics:
@@ -65,8 +71,11 @@ class SubarrayDescription:
         ``instrument.subarray`` table, sorted by ``tel_id``.
     optics : dict[str, Optics]
         By telescope type string.
-    geometries, readouts : dict[str, ...]
+    geometries : dict[str, CameraGeometry]
         By camera name.
+    readouts : dict[str, CameraReadout]
+        By readout name (``readout_name`` column: the camera name, with a suffix for
+        telescopes whose readout differs from others with the same camera).
     reference_location : dict
         ``lon_deg``, ``lat_deg``, ``height_m`` of the array reference point.
     """
@@ -87,6 +96,12 @@ class SubarrayDescription:
 
     def camera_name(self, tel_id: int) -> str:
         return self._row(tel_id)[S.CAMERA_NAME]
+
+    def readout_name(self, tel_id: int) -> str:
+        return self._row(tel_id)[S.READOUT_NAME]
+
+    def readout(self, tel_id: int) -> CameraReadout:
+        return self.readouts[self.readout_name(tel_id)]
 
     def _row(self, tel_id):
         idx = np.nonzero(self.tel_ids == tel_id)[0]
@@ -135,7 +150,7 @@ class SubarrayDescription:
                                         b"dvp.pix_rotation_deg": repr(g.pix_rotation_deg).encode(),
                                         b"dvp.cam_rotation_deg": repr(g.cam_rotation_deg).encode()})
             write_table(t, inst / "cameras" / f"{cam}.parquet", S.CAMERA_GEOMETRY)
-        for cam, r in self.readouts.items():
+        for name, r in self.readouts.items():
             t = pa.table({
                 "channel": np.arange(r.n_channels, dtype=np.int8),
                 S.N_PIXELS: np.full(r.n_channels, r.n_pixels, np.int32),
@@ -144,8 +159,8 @@ class SubarrayDescription:
                 "reference_pulse_sample_width_ns": np.full(r.n_channels, r.reference_pulse_sample_width_ns),
                 "reference_pulse_shape": pa.array([list(map(float, row)) for row in r.reference_pulse_shape],
                                                   pa.list_(pa.float64())),
-            }).replace_schema_metadata({b"dvp.camera_name": cam.encode()})
-            write_table(t, inst / "readout" / f"{cam}.parquet", S.CAMERA_READOUT)
+            }).replace_schema_metadata({b"dvp.camera_name": r.name.encode()})
+            write_table(t, inst / "readout" / f"{name}.parquet", S.CAMERA_READOUT)
 
     @classmethod
     def read(cls, directory) -> "SubarrayDescription":
@@ -171,9 +186,12 @@ class SubarrayDescription:
                 cam_rotation_deg=float(gm[b"dvp.cam_rotation_deg"]),
                 neighbor_indptr=(nb.offsets.to_numpy() - nb.offsets[0].as_py()).astype(np.int32),
                 neighbor_indices=nb.flatten().to_numpy().astype(np.int32))
-            r = pq.read_table(inst / "readout" / f"{cam}.parquet").to_pylist()
-            readouts[cam] = CameraReadout(
-                name=cam, n_channels=len(r), n_pixels=r[0][S.N_PIXELS], n_samples=r[0][S.N_SAMPLES],
+        for name in sorted(set(tel.column(S.READOUT_NAME).to_pylist())):
+            rt = pq.read_table(inst / "readout" / f"{name}.parquet")
+            r = rt.to_pylist()
+            readouts[name] = CameraReadout(
+                name=(rt.schema.metadata or {}).get(b"dvp.camera_name", name.encode()).decode(),
+                n_channels=len(r), n_pixels=r[0][S.N_PIXELS], n_samples=r[0][S.N_SAMPLES],
                 sampling_rate_ghz=r[0]["sampling_rate_ghz"],
                 reference_pulse_sample_width_ns=r[0]["reference_pulse_sample_width_ns"],
                 reference_pulse_shape=np.array([x["reference_pulse_shape"] for x in r]))

@@ -123,17 +123,28 @@ def build_subarray(simfile, focal_length_choice: str = "equivalent") -> Subarray
             geometries[tel.camera_name] = CameraGeometry.from_simtel(
                 tel.camera_name, cam["pixel_x"], cam["pixel_y"], cam["pixel_area"],
                 cam["pixel_shape"][0], float(cam["cam_rot"]))
-            pix = desc["pixel_settings"]
-            org = desc["camera_organization"]
-            readouts[tel.camera_name] = CameraReadout(
-                name=tel.camera_name, n_channels=int(org["n_gains"]), n_pixels=int(org["n_pixels"]),
-                n_samples=int(pix["sum_bins"]), sampling_rate_ghz=float(1.0 / np.float64(pix["time_slice"])),
-                reference_pulse_sample_width_ns=float(pix["ref_step"]),
-                reference_pulse_shape=np.atleast_2d(np.asarray(pix["ref_shape"], np.float64)))
+        pix = desc["pixel_settings"]
+        org = desc["camera_organization"]
+        readout = CameraReadout(
+            name=tel.camera_name, n_channels=int(org["n_gains"]), n_pixels=int(org["n_pixels"]),
+            n_samples=int(pix["sum_bins"]), sampling_rate_ghz=float(1.0 / np.float64(pix["time_slice"])),
+            reference_pulse_sample_width_ns=float(pix["ref_step"]),
+            reference_pulse_shape=np.atleast_2d(np.asarray(pix["ref_shape"], np.float64)))
+        # telescopes sharing a camera may still differ in pulse shape (prod6 LST-1 vs
+        # LST-2..4), and ctapipe's integration correction is per telescope: keep each variant
+        readout_name = None
+        for name, other in readouts.items():
+            if other.name == readout.name and other.same_as(readout):
+                readout_name = name
+                break
+        if readout_name is None:
+            n_same = sum(1 for other in readouts.values() if other.name == readout.name)
+            readout_name = tel.camera_name if n_same == 0 else f"{tel.camera_name}.{n_same + 1}"
+            readouts[readout_name] = readout
         idx = int(np.nonzero(header["tel_id"] == tel_id)[0][0])
         pos = header["tel_pos"][idx]
         rows.append({S.TEL_ID: tel_id, S.TEL_TYPE: tel_type, "optics_name": tel.optics_name,
-                     S.CAMERA_NAME: tel.camera_name, "pos_x_m": float(pos[0]), "pos_y_m": float(pos[1]),
+                     S.CAMERA_NAME: tel.camera_name, S.READOUT_NAME: readout_name, "pos_x_m": float(pos[0]), "pos_y_m": float(pos[1]),
                      "pos_z_m": float(pos[2]), "tel_index": idx})
     rows.sort(key=lambda r: r[S.TEL_ID])
     meta = simfile.global_meta or {}
@@ -219,6 +230,7 @@ class _TypeBuffer:
         data[S.SELECTED_GAIN] = fixed(S.SELECTED_GAIN, np.int8, pa.int8())
         data[S.PIXEL_STATUS] = fixed(S.PIXEL_STATUS, np.uint8, pa.uint8())
         data[S.HV_DISABLED] = fixed(S.HV_DISABLED, np.bool_, pa.bool_())
+        data[S.TIME_SHIFT] = fixed(S.TIME_SHIFT, np.float32, pa.float32())
         data[S.TRUE_IMAGE] = ti
         t = pa.table({k: data[k] for k in S.column_names(S.R1_EVENTS)})
         self.reset()
@@ -381,7 +393,8 @@ class SimtelR1Reader:
                                                 f"differs from earlier {(buf.n_pixels, buf.n_samples)} of {tel_type}")
                 cam_mon = ev["camera_monitorings"][tel_id]
                 pedestal = cam_mon["pedestal"] / cam_mon["n_ped_slices"]
-                dc_to_pe = ev["laser_calibrations"][tel_id]["calib"]
+                laser = ev["laser_calibrations"][tel_id]
+                dc_to_pe = laser["calib"]
                 _, gain = calibrate_r1(adc, pedestal, dc_to_pe, GAIN_THRESHOLD_ADC, True, out=buf.waveform[buf.n])
                 if tel_id not in hv_disabled:
                     m = np.zeros(n_pixels, bool)
@@ -404,6 +417,9 @@ class SimtelR1Reader:
                 c[S.SELECTED_GAIN].append(gain)
                 c[S.PIXEL_STATUS].append(status)
                 c[S.HV_DISABLED].append(hv_disabled[tel_id])
+                tm = laser.get("tm_calib")
+                c[S.TIME_SHIFT].append(np.zeros(n_pixels, np.float32) if tm is None
+                                       else np.asarray(tm, np.float32)[gain, np.arange(n_pixels)])
                 c[S.TRUE_IMAGE].append(None if true_image is None else np.asarray(true_image, np.int32))
                 c["true_image_sum_pe"].append(true_sum)
                 c["true_impact_distance_m"].append(np.nan if true_impacts is None else float(true_impacts[tel_index[tel_id]]))

@@ -1,0 +1,223 @@
+"""R1 → DL1: charge extraction, cleaning and image parameters, one camera type per batch.
+
+Reproduces ctapipe 0.28's ``CameraCalibrator`` (extraction, peak-time shift, invalid
+pixel interpolation) followed by ``ImageProcessor`` (cleaning, image quality query,
+parameters in the telescope frame) with whole-batch numba kernels.
+
+:func:`prepare_camera` derives everything that depends only on the instrument and the
+config (telescope-frame geometry, border masks, resolved extractor and cleaner); it is
+computed once per telescope type. :func:`r1_to_dl1` is then a pure function of an R1
+batch (``r1.telescope_events`` columns) and that setup.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from .. import schemas as S
+from ..config import R1ToDL1Config
+from ..errors import InputError
+from ..instrument.subarray import SubarrayDescription
+from ..kernels.clean import clean
+from ..kernels.extract import extract, neighbor_average, two_pass_core_threshold
+from ..kernels.hillas import hillas_parameters
+from ..kernels.islands import label_islands
+from ..kernels.parameters import (concentration_parameters, descriptive_statistics, leakage_parameters,
+                                  morphology_parameters)
+from ..kernels.timing import timing_parameters
+
+# columns of an R1 batch this stage reads
+R1_INPUT_COLUMNS = (S.OBS_ID, S.EVENT_ID, S.TEL_ID, S.WAVEFORM, S.SELECTED_GAIN, S.HV_DISABLED, S.TIME_SHIFT,
+                    S.POINTING_ALT, S.POINTING_AZ, S.TRUE_IMAGE_SUM, S.TRUE_IMPACT)
+
+
+@dataclass(frozen=True, eq=False)
+class CameraSetup:
+    """Per-telescope-type inputs of the stage; arrays have shape ``(n_pixels,)``."""
+
+    tel_type: str
+    camera_name: str
+    n_pixels: int
+    pix_x_m: np.ndarray            # camera frame (TwoPassWindowSum works there)
+    pix_y_m: np.ndarray
+    pix_x_deg: np.ndarray          # telescope frame fov_lon
+    pix_y_deg: np.ndarray          # telescope frame fov_lat
+    pixel_width_deg: np.ndarray
+    pix_area_deg2: np.ndarray
+    border_1: np.ndarray
+    border_2: np.ndarray
+    neighbor_indptr: np.ndarray
+    neighbor_indices: np.ndarray
+    readouts: tuple                # CameraReadout per readout variant of this type
+    readout_of_tel: dict           # tel_id -> index into readouts
+    extractor: str
+    extractor_params: dict
+    cleaner: str
+    cleaner_params: dict
+    config: R1ToDL1Config
+
+
+def prepare_camera(subarray: SubarrayDescription, tel_type: str, config: R1ToDL1Config) -> CameraSetup:
+    """Resolve geometry, readout and components for ``tel_type``."""
+    optics = subarray.optics.get(tel_type)
+    ids = subarray.tel_ids_of_type(tel_type)
+    if optics is None or len(ids) == 0:
+        raise InputError(tel_type, "telescope type not in the instrument description")
+    cam = subarray.camera_name(int(ids[0]))
+    geom = subarray.geometries[cam]
+    names = sorted({subarray.readout_name(int(t)) for t in ids})
+    readouts = tuple(subarray.readouts[n] for n in names)
+    readout_of_tel = {int(t): names.index(subarray.readout_name(int(t))) for t in ids}
+    focal = (optics.effective_focal_length_m if config.focal_length_choice == "effective"
+             else optics.equivalent_focal_length_m)
+    if not np.isfinite(focal) or focal <= 0:
+        raise InputError(tel_type, f"no usable {config.focal_length_choice} focal length ({focal}); "
+                                   "set r1_to_dl1.focal_length_choice = \"equivalent\"")
+    tel = geom.telescope_frame(focal)
+    ext_name, ext_params = config.extractor.resolve(tel_type)
+    if ext_name == "TwoPassWindowSum" and not config.extractor.is_set(tel_type, "core_threshold"):
+        ext_params["core_threshold"] = two_pass_core_threshold(tel_type)  # ctapipe's per-type default
+    cl_name, cl_params = config.cleaner.resolve(tel_type)
+    return CameraSetup(
+        tel_type=tel_type, camera_name=cam, n_pixels=geom.n_pixels,
+        pix_x_m=np.ascontiguousarray(geom.pix_x, np.float64), pix_y_m=np.ascontiguousarray(geom.pix_y, np.float64),
+        pix_x_deg=np.ascontiguousarray(tel.pix_x, np.float64), pix_y_deg=np.ascontiguousarray(tel.pix_y, np.float64),
+        pixel_width_deg=np.ascontiguousarray(tel.pixel_width, np.float64),
+        pix_area_deg2=np.ascontiguousarray(tel.pix_area, np.float64),
+        border_1=geom.border(1), border_2=geom.border(2),
+        neighbor_indptr=np.ascontiguousarray(geom.neighbor_indptr, np.int32),
+        neighbor_indices=np.ascontiguousarray(geom.neighbor_indices, np.int32),
+        readouts=readouts, readout_of_tel=readout_of_tel,
+        extractor=ext_name, extractor_params=ext_params, cleaner=cl_name, cleaner_params=cl_params, config=config)
+
+
+def _fixed(table: pa.Table, column: str, dtype, width: int) -> np.ndarray:
+    """``(n_rows, width)`` numpy view of a fixed-size-list column (copy only if chunked)."""
+    col = table.column(column)
+    chunks = [c.flatten() for c in col.chunks] if col.num_chunks else []
+    if len(chunks) == 1:
+        flat = chunks[0]
+    elif chunks:
+        flat = pa.concat_arrays(chunks)
+    else:
+        return np.zeros((0, width), dtype)
+    if flat.null_count:
+        raise ValueError(f"column {column} has null values")
+    arr = flat.to_numpy(zero_copy_only=dtype is not np.bool_)
+    return np.ascontiguousarray(arr.reshape(-1, width), dtype=dtype)
+
+
+def _extract(wf, gain, broken, setup: CameraSetup, readout):
+    return extract(setup.extractor, wf, gain, sampling_rate_ghz=float(readout.sampling_rate_ghz),
+                   neighbor_indptr=setup.neighbor_indptr, neighbor_indices=setup.neighbor_indices,
+                   reference_pulse_shape=np.ascontiguousarray(readout.reference_pulse_shape, np.float64),
+                   reference_pulse_sample_width_ns=float(readout.reference_pulse_sample_width_ns),
+                   broken_pixels=broken if broken.any() else None, pix_x=setup.pix_x_m, pix_y=setup.pix_y_m,
+                   **setup.extractor_params)
+
+
+def calibrate(table: pa.Table, setup: CameraSetup) -> tuple[np.ndarray, np.ndarray]:
+    """R1 waveforms → (image p.e., peak time ns), each ``(n_events, n_pixels)`` float32.
+
+    Follows ``CameraCalibrator._calibrate_dl1``: extraction (sum-only cameras take the
+    single sample and a zero peak time), subtraction of the per-pixel time shift, then
+    the invalid-pixel handler on HV-disabled pixels.
+    """
+    cfg = setup.config
+    n, npix = table.num_rows, setup.n_pixels
+    n_samples = table.schema.field(S.WAVEFORM).type.list_size // npix if n else 0
+    wf = _fixed(table, S.WAVEFORM, np.float32, npix * max(n_samples, 1)).reshape(n, npix, max(n_samples, 1))
+    gain = _fixed(table, S.SELECTED_GAIN, np.int8, npix)
+    broken = _fixed(table, S.HV_DISABLED, np.bool_, npix)
+    if n_samples == 1:
+        image = np.ascontiguousarray(wf[:, :, 0])
+        peak_time = np.zeros((n, npix), np.float32)
+    else:
+        tel_ids = table.column(S.TEL_ID).to_numpy()
+        try:
+            variant = np.array([setup.readout_of_tel[int(t)] for t in np.unique(tel_ids)])
+        except KeyError as e:
+            raise InputError(setup.tel_type, f"telescope {e.args[0]} is not of this type in the instrument") from None
+        if len(np.unique(variant)) == 1:
+            image, peak_time = _extract(wf, gain, broken, setup, setup.readouts[int(variant[0])])
+        else:
+            # ctapipe corrects each telescope with its own reference pulse
+            image = np.empty((n, npix), np.float32)
+            peak_time = np.empty((n, npix), np.float32)
+            per_row = np.array([setup.readout_of_tel[int(t)] for t in tel_ids])
+            for v in np.unique(per_row):
+                rows = np.flatnonzero(per_row == v)
+                image[rows], peak_time[rows] = _extract(np.ascontiguousarray(wf[rows]), gain[rows], broken[rows],
+                                                        setup, setup.readouts[int(v)])
+        if cfg.apply_peak_time_shift:
+            peak_time = peak_time - _fixed(table, S.TIME_SHIFT, np.float32, npix)
+    if cfg.invalid_pixel_handler == "NeighborAverage" and broken.any():
+        image, peak_time = neighbor_average(image, peak_time, broken, setup.neighbor_indptr, setup.neighbor_indices)
+    return image, peak_time
+
+
+def parameterize(image: np.ndarray, peak_time: np.ndarray, mask: np.ndarray, setup: CameraSetup) -> dict:
+    """All image parameters (dvp column name → ``(n_events,)`` array) plus ``is_valid``."""
+    n = image.shape[0]
+    masked = np.where(mask, image, np.float32(0))
+    variables = {"size": masked.sum(axis=1, dtype=np.float64), "n_pixels": mask.sum(axis=1),
+                 "n_nonzero": np.count_nonzero(masked, axis=1),
+                 "max_pe": np.where(mask.any(axis=1), masked.max(axis=1, initial=-np.inf, where=mask), np.nan)}
+    valid = setup.config.image_quality.evaluate(variables, n)
+    x, y = setup.pix_x_deg, setup.pix_y_deg
+    hillas = hillas_parameters(x, y, image, mask, selected=valid, pix_area=setup.pix_area_deg2)
+    labels, n_islands = label_islands(mask, setup.neighbor_indptr, setup.neighbor_indices)
+    groups = {
+        "hillas": hillas,
+        "leakage": leakage_parameters(image, mask, setup.border_1, setup.border_2, selected=valid),
+        "concentration": concentration_parameters(x, y, setup.pixel_width_deg, image, mask, hillas, selected=valid),
+        "timing": timing_parameters(x, y, image, peak_time, mask, hillas, selected=valid,
+                                    seed=setup.config.timing_seed),
+        "morphology": morphology_parameters(labels, n_islands, selected=valid),
+        "intensity_statistics": descriptive_statistics(image, mask, selected=valid),
+        "peak_time_statistics": descriptive_statistics(peak_time, mask, selected=valid),
+    }
+    out = {S.IS_VALID: valid}
+    for group, columns in S.DL1_PARAMETER_GROUPS.items():
+        values = groups[group]
+        for key, column in columns.items():
+            v = np.asarray(values[key])
+            if group == "morphology":
+                v = np.where(valid, v, -1).astype(np.int32)
+            out[column] = v
+    return out
+
+
+def r1_to_dl1(table: pa.Table, setup: CameraSetup, write_images: bool | None = None) -> pa.Table:
+    """One R1 batch of ``setup.tel_type`` → its ``dl1.telescope_events`` table.
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+        ``r1.telescope_events`` rows of one camera type (at least the columns
+        :data:`R1_INPUT_COLUMNS`).
+    setup : CameraSetup
+        From :func:`prepare_camera`.
+    write_images : bool, optional
+        Add ``image``, ``peak_time`` and ``image_mask`` columns; default from the config.
+    """
+    if write_images is None:
+        write_images = setup.config.write_images
+    npix = setup.n_pixels
+    image, peak_time = calibrate(table, setup)
+    mask = clean(setup.cleaner, image, peak_time, setup.neighbor_indptr, setup.neighbor_indices,
+                 **setup.cleaner_params)
+    params = parameterize(image, peak_time, mask, setup)
+    cols = {S.OBS_ID: table.column(S.OBS_ID), S.EVENT_ID: table.column(S.EVENT_ID), S.TEL_ID: table.column(S.TEL_ID),
+            S.POINTING_ALT: table.column(S.POINTING_ALT), S.POINTING_AZ: table.column(S.POINTING_AZ),
+            S.IMAGE_SUM: image.sum(axis=1, dtype=np.float64),
+            S.TRUE_IMAGE_SUM: table.column(S.TRUE_IMAGE_SUM), S.TRUE_IMPACT: table.column(S.TRUE_IMPACT)}
+    cols.update(params)
+    if write_images:
+        cols[S.IMAGE] = pa.FixedSizeListArray.from_arrays(pa.array(image.reshape(-1)), npix)
+        cols[S.PEAK_TIME] = pa.FixedSizeListArray.from_arrays(pa.array(peak_time.reshape(-1)), npix)
+        cols[S.IMAGE_MASK] = pa.FixedSizeListArray.from_arrays(pa.array(mask.reshape(-1)), npix)
+    names = [c for c in S.column_names(S.DL1_EVENTS, optional=True) if c in cols]
+    return S.validate(pa.table({c: cols[c] for c in names}), S.DL1_EVENTS, source=setup.tel_type)

@@ -1,0 +1,191 @@
+"""`dvp r1-to-dl1`: the product it writes, its config handling and its bad-input behaviour."""
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import dvp.schemas as S
+from dvp.config import load_config
+from dvp.errors import DvpError
+from dvp.instrument.subarray import SubarrayDescription
+from dvp.runner import r1_to_dl1
+from dvp.stages.r1_to_dl1 import prepare_camera
+from dvp.stages.r1_to_dl1 import r1_to_dl1 as stage
+
+from .conftest import run_cli
+
+PROD6 = "gamma_prod6_tel_event_header_v4"
+
+
+def _r1_file(product, prefix=""):
+    return next(f for f in sorted((product / "r1").rglob("*.parquet")) if prefix in str(f))
+
+
+def _dl1(path):
+    return pa.concat_tables([pq.read_table(f).replace_schema_metadata(None)
+                             for f in sorted((path / "dl1").rglob("*.parquet"))])
+
+
+def test_contract_stage_output_matches_schema(r1_products):
+    """Every camera type of every shared file: the stage's table is exactly the DL1 schema."""
+    n = 0
+    for name, product in r1_products.items():
+        files = sorted((product / "r1").rglob("*.parquet"))
+        if not files:
+            continue
+        sub = SubarrayDescription.read(product)
+        for f in files:
+            tel_type = f.parent.name.split("=", 1)[1]
+            setup = prepare_camera(sub, tel_type, load_config().r1_to_dl1)
+            r1 = pq.ParquetFile(f).read_row_group(0)
+            for images in (False, True):
+                out = stage(r1, setup, write_images=images)
+                S.check_file_schema(out.schema, S.DL1_EVENTS, f"{name}/{tel_type}")
+                assert out.num_rows == r1.num_rows
+                assert (S.IMAGE in out.column_names) == images
+            n += 1
+    assert n >= 10
+
+
+def test_cli_writes_standalone_product_that_opens_without_dvp(r1_products, tmp_path):
+    out = tmp_path / "dl1"
+    res = run_cli("r1-to-dl1", r1_products[PROD6], "-o", out, "-q")
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["dl1", "instrument", "provenance.json", "simulation", "trigger"]
+    for f in (out / "dl1").rglob("*.parquet"):
+        S.check_file_schema(pq.read_schema(f), S.DL1_EVENTS, str(f))
+        assert S.IMAGE not in pq.read_schema(f).names  # images only on request
+    query = (
+        "import sys, polars as pl, duckdb\n"
+        "root = sys.argv[1]\n"
+        "p = pl.scan_parquet(root + '/dl1/**/*.parquet', hive_partitioning=True)"
+        ".filter(pl.col('is_valid')).group_by('tel_type').agg(pl.len(), pl.col('hillas_intensity_pe').mean()).collect()\n"
+        "d = duckdb.sql(f\"select tel_type, count(*) from read_parquet('{root}/dl1/**/*.parquet', hive_partitioning=true) "
+        "group by 1 order by 1\").fetchall()\n"
+        "print(p.height, d, 'dvp' in sys.modules)\n")
+    res = subprocess.run([sys.executable, "-c", query, str(out)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "('LST_LST_LSTcam', 3)" in res.stdout and "('MST_MST_NectarCam', 4)" in res.stdout
+    assert res.stdout.strip().endswith("False")
+
+
+def test_results_do_not_depend_on_batching(r1_products, tmp_path):
+    """Same events in one row group or in row groups of 1: identical parameters (timing included)."""
+    src = r1_products["lst_muons"]
+    split = tmp_path / "split"
+    shutil.copytree(src, split)
+    f = _r1_file(split)
+    t = pq.read_table(f)
+    with pq.ParquetWriter(f, t.schema) as w:
+        w.write_table(t, row_group_size=1)
+    a, b = tmp_path / "a", tmp_path / "b"
+    r1_to_dl1([src], a)
+    r1_to_dl1([split], b)
+    ta, tb = _dl1(a), _dl1(b)
+    assert ta.num_rows == 30
+    assert ta.equals(tb)
+
+
+def test_set_override_changes_cleaning(r1_products, tmp_path):
+    out = tmp_path / "hi"
+    res = run_cli("r1-to-dl1", r1_products["lst_muons"], "-o", out, "-q",
+                  "--set", "r1_to_dl1.cleaner.LST*.picture_threshold_pe=100000")
+    assert res.returncode == 0, res.stderr
+    t = _dl1(out)
+    assert not any(t.column("is_valid").to_pylist())
+    assert np.isnan(t.column("hillas_intensity_pe").to_numpy()).all()
+    assert set(t.column("morphology_n_islands").to_pylist()) == {-1}
+
+
+def _assert_one_line_failure(res, *fragments):
+    assert res.returncode == 1, res.stdout + res.stderr
+    err = res.stderr.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("dvp: error:"), err
+    for frag in fragments:
+        assert frag in err, err
+
+
+def _no_output(tmp_path, out):
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_missing_column_is_one_line_error(r1_products, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(r1_products["lst_muons"], bad)
+    f = _r1_file(bad)
+    pq.write_table(pq.read_table(f).drop([S.TIME_SHIFT]), f)
+    out = tmp_path / "out"
+    _assert_one_line_failure(run_cli("r1-to-dl1", bad, "-o", out), str(f), "missing column 'time_shift_ns'")
+    _no_output(tmp_path, out)
+
+
+def test_wrong_column_type_is_one_line_error(r1_products, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(r1_products["lst_muons"], bad)
+    f = _r1_file(bad)
+    t = pq.read_table(f)
+    i = t.schema.get_field_index(S.POINTING_ALT)
+    pq.write_table(t.set_column(i, S.POINTING_ALT, pa.array(["high"] * t.num_rows)), f)
+    out = tmp_path / "out"
+    _assert_one_line_failure(run_cli("r1-to-dl1", bad, "-o", out), str(f), "'pointing_alt_deg' has type string")
+    _no_output(tmp_path, out)
+
+
+def test_corrupt_parquet_is_one_line_error(r1_products, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(r1_products["lst_muons"], bad)
+    f = _r1_file(bad)
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    _assert_one_line_failure(run_cli("r1-to-dl1", bad, "-o", out), str(f), "corrupt")
+    _no_output(tmp_path, out)
+
+
+def test_not_a_product_is_one_line_error(tmp_path):
+    out = tmp_path / "out"
+    (tmp_path / "empty").mkdir()
+    _assert_one_line_failure(run_cli("r1-to-dl1", tmp_path / "empty", "-o", out), "not a dvp product directory")
+    _no_output(tmp_path, out)
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ('[r1_to_dl1.cleaner."LST*"]\npicture_treshold_pe = 8.0\n', "unknown key 'picture_treshold_pe'"),
+    ('[r1_to_dl1.cleaner."LST[Cam"]\npicture_threshold_pe = 8.0\n', "bad telescope-type pattern"),
+])
+def test_bad_config_is_one_line_error(r1_products, tmp_path, text, fragment):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    out = tmp_path / "out"
+    _assert_one_line_failure(run_cli("r1-to-dl1", r1_products["lst_muons"], "-o", out, "--config", cfg),
+                             str(cfg), fragment)
+    _no_output(tmp_path, out)
+
+
+def test_failed_overwrite_keeps_existing_output(r1_products, tmp_path):
+    out = tmp_path / "out"
+    r1_to_dl1([r1_products["lst_muons"]], out)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    bad = tmp_path / "bad"
+    shutil.copytree(r1_products["lst_muons"], bad)
+    f = _r1_file(bad)
+    f.write_bytes(f.read_bytes()[:1000])
+    with pytest.raises(DvpError):
+        r1_to_dl1([bad], out, overwrite=True)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_provenance_records_config_and_counts(r1_products, tmp_path):
+    import json
+    out = tmp_path / "out"
+    r1_to_dl1([r1_products[PROD6]], out)
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["command"] == "r1-to-dl1"
+    assert prov["config"]["r1_to_dl1"]["cleaner"]["*"]["name"] == "TailcutsImageCleaner"
+    assert prov["counts"]["telescope_events_in"] == 7
+    assert prov["inputs"][0]["kind"] == "product" and len(prov["inputs"][0]["provenance_sha256"]) == 64
