@@ -247,9 +247,16 @@ class QualityQuery:
     def evaluate(self, variables: Mapping[str, np.ndarray], n: int) -> np.ndarray:
         """``(n,)`` bool: True where every criterion holds."""
         ok = np.ones(n, bool)
-        for name, expr in self.criteria:
-            ok &= np.broadcast_to(np.asarray(_eval_node(_parse_quality(expr, name), variables), bool), (n,))
+        for (name, expr), tree in zip(self.criteria, self._trees()):
+            ok &= np.broadcast_to(np.asarray(_eval_node(tree, variables), bool), (n,))
         return ok
+
+    def _trees(self):
+        trees = self.__dict__.get("_parsed")
+        if trees is None:
+            trees = tuple(_parse_quality(expr, name) for name, expr in self.criteria)
+            object.__setattr__(self, "_parsed", trees)  # frozen dataclass: cache the parse once
+        return trees
 
 
 # -- stage configs --------------------------------------------------------------------

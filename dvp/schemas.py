@@ -187,6 +187,11 @@ def schema(name: str, list_sizes: dict[str, int] | None = None, include=None) ->
         META_DVP_VERSION: __version__.encode()})
 
 
+@functools.lru_cache(maxsize=256)
+def _cached_schema(name: str, sizes: tuple, include: tuple) -> pa.Schema:
+    return schema(name, dict(sizes), include=include)
+
+
 def column_names(name: str, optional: bool = False) -> list[str]:
     """Columns of table ``name``; optional ones only if ``optional``."""
     return [f["name"] for f in spec(name)["fields"] if optional or not f.get("optional")]
@@ -205,10 +210,13 @@ def validate(table: pa.Table, name: str, *, source: str = "table") -> pa.Table:
         One line naming ``source``, the table and the offending column.
     """
     s = spec(name)
-    fields = [f for f in s["fields"] if not f.get("optional") or f["name"] in table.column_names]
+    present = table.column_names  # a new list on every access: take it once
+    present_set = set(present)
+    fields = [f for f in s["fields"] if not f.get("optional") or f["name"] in present_set]
     expected = [f["name"] for f in fields]
-    missing = [c for c in expected if c not in table.column_names]
-    extra = [c for c in table.column_names if c not in expected]
+    expected_set = set(expected)
+    missing = [c for c in expected if c not in present_set]
+    extra = [c for c in present if c not in expected_set]
     if missing or extra:
         raise SchemaError(f"{source}: table {name}: missing columns {missing}, unexpected {extra}")
     sizes = {}
@@ -218,7 +226,7 @@ def validate(table: pa.Table, name: str, *, source: str = "table") -> pa.Table:
             if not pa.types.is_fixed_size_list(t):
                 raise SchemaError(f"{source}: {name}.{f['name']} must be {f['type']}, got {t}")
             sizes[f["name"]] = t.list_size
-    target = schema(name, sizes, include=expected)
+    target = _cached_schema(name, tuple(sorted(sizes.items())), tuple(expected))
     meta = dict(table.schema.metadata or {})
     meta.update(target.metadata)
     columns = []

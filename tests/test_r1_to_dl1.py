@@ -189,3 +189,20 @@ def test_provenance_records_config_and_counts(r1_products, tmp_path):
     assert prov["config"]["r1_to_dl1"]["cleaner"]["*"]["name"] == "TailcutsImageCleaner"
     assert prov["counts"]["telescope_events_in"] == 7
     assert prov["inputs"][0]["kind"] == "product" and len(prov["inputs"][0]["provenance_sha256"]) == 64
+
+
+def test_per_telescope_correction_paths_agree_bit_for_bit(r1_products, monkeypatch):
+    """A batch mixing readout variants: one kernel call + per-event factors == one call per variant."""
+    import dvp.stages.r1_to_dl1 as stage_mod
+
+    product = r1_products[PROD6]
+    f = _r1_file(product, "LST")
+    r1 = pq.read_table(f)
+    setup = prepare_camera(SubarrayDescription.read(product), f.parent.name.split("=", 1)[1], load_config().r1_to_dl1)
+    variants = {setup.readout_of_tel[t] for t in r1.column("tel_id").to_pylist()}
+    assert len(variants) == 2
+    fast = stage_mod.calibrate(r1, setup)
+    monkeypatch.setattr(stage_mod, "_per_event_correction_possible", lambda s: False)
+    slow = stage_mod.calibrate(r1, setup)
+    np.testing.assert_array_equal(fast[0], slow[0])
+    np.testing.assert_array_equal(fast[1], slow[1])

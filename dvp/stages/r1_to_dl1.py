@@ -11,7 +11,7 @@ batch (``r1.telescope_events`` columns) and that setup.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -21,8 +21,9 @@ from ..config import R1ToDL1Config
 from ..errors import InputError
 from ..instrument.subarray import SubarrayDescription
 from ..kernels.clean import clean
-from ..kernels.extract import extract, neighbor_average, two_pass_core_threshold
+from ..kernels.extract import extract, integration_correction, neighbor_average, two_pass_core_threshold
 from ..kernels.hillas import hillas_parameters
+from ..kernels.image import correct_and_shift, image_summary
 from ..kernels.islands import label_islands
 from ..kernels.parameters import (concentration_parameters, descriptive_statistics, leakage_parameters,
                                   morphology_parameters)
@@ -57,6 +58,7 @@ class CameraSetup:
     cleaner: str
     cleaner_params: dict
     config: R1ToDL1Config
+    _cache: dict = field(default_factory=dict, repr=False)
 
 
 def prepare_camera(subarray: SubarrayDescription, tel_type: str, config: R1ToDL1Config) -> CameraSetup:
@@ -109,13 +111,37 @@ def _fixed(table: pa.Table, column: str, dtype, width: int) -> np.ndarray:
     return np.ascontiguousarray(arr.reshape(-1, width), dtype=dtype)
 
 
-def _extract(wf, gain, broken, setup: CameraSetup, readout):
+# extractors whose integration correction is one factor per gain channel applied to the
+# window sum (``integration_correction(pulse, width, shift)``), so it can vary per event
+_MULTIPLICATIVE_CORRECTION = ("FixedWindowSum", "GlobalPeakWindowSum", "LocalPeakWindowSum",
+                              "NeighborPeakWindowSum", "BaselineSubtractedNeighborPeakWindowSum")
+
+
+def _per_event_correction_possible(setup: CameraSetup) -> bool:
+    rates = {float(r.sampling_rate_ghz) for r in setup.readouts}
+    return (setup.extractor in _MULTIPLICATIVE_CORRECTION and len(rates) == 1
+            and setup.extractor_params.get("apply_integration_correction", False))
+
+
+def _correction_table(setup: CameraSetup) -> np.ndarray:
+    """``(n_readout_variants, n_channels)`` integration corrections, computed once per setup."""
+    cached = setup._cache.get("correction")
+    if cached is None:
+        p = setup.extractor_params
+        cached = setup._cache["correction"] = np.stack([integration_correction(
+            r.reference_pulse_shape, r.reference_pulse_sample_width_ns, r.sampling_rate_ghz,
+            p["window_width"], p["window_shift"]) for r in setup.readouts])
+    return cached
+
+
+def _extract(wf, gain, broken, setup: CameraSetup, readout, **override):
+    params = {**setup.extractor_params, **override}
     return extract(setup.extractor, wf, gain, sampling_rate_ghz=float(readout.sampling_rate_ghz),
                    neighbor_indptr=setup.neighbor_indptr, neighbor_indices=setup.neighbor_indices,
                    reference_pulse_shape=np.ascontiguousarray(readout.reference_pulse_shape, np.float64),
                    reference_pulse_sample_width_ns=float(readout.reference_pulse_sample_width_ns),
                    broken_pixels=broken if broken.any() else None, pix_x=setup.pix_x_m, pix_y=setup.pix_y_m,
-                   **setup.extractor_params)
+                   **params)
 
 
 def calibrate(table: pa.Table, setup: CameraSetup) -> tuple[np.ndarray, np.ndarray]:
@@ -142,6 +168,13 @@ def calibrate(table: pa.Table, setup: CameraSetup) -> tuple[np.ndarray, np.ndarr
             raise InputError(setup.tel_type, f"telescope {e.args[0]} is not of this type in the instrument") from None
         if len(np.unique(variant)) == 1:
             image, peak_time = _extract(wf, gain, broken, setup, setup.readouts[int(variant[0])])
+        elif _per_event_correction_possible(setup):
+            # one kernel call without the correction, then each telescope's own factor:
+            # float32(float64(sum) * correction[gain]) is what the kernel itself computes
+            per_row = np.array([setup.readout_of_tel[int(t)] for t in tel_ids])
+            image, peak_time = _extract(wf, gain, broken, setup, setup.readouts[0],
+                                        apply_integration_correction=False)
+            correct_and_shift(image, peak_time, gain, per_row, _correction_table(setup))
         else:
             # ctapipe corrects each telescope with its own reference pulse
             image = np.empty((n, npix), np.float32)
@@ -152,7 +185,7 @@ def calibrate(table: pa.Table, setup: CameraSetup) -> tuple[np.ndarray, np.ndarr
                 image[rows], peak_time[rows] = _extract(np.ascontiguousarray(wf[rows]), gain[rows], broken[rows],
                                                         setup, setup.readouts[int(v)])
         if cfg.apply_peak_time_shift:
-            peak_time = peak_time - _fixed(table, S.TIME_SHIFT, np.float32, npix)
+            correct_and_shift(image, peak_time, gain, time_shift=_fixed(table, S.TIME_SHIFT, np.float32, npix))
     if cfg.invalid_pixel_handler == "NeighborAverage" and broken.any():
         image, peak_time = neighbor_average(image, peak_time, broken, setup.neighbor_indptr, setup.neighbor_indices)
     return image, peak_time
@@ -161,11 +194,7 @@ def calibrate(table: pa.Table, setup: CameraSetup) -> tuple[np.ndarray, np.ndarr
 def parameterize(image: np.ndarray, peak_time: np.ndarray, mask: np.ndarray, setup: CameraSetup) -> dict:
     """All image parameters (dvp column name → ``(n_events,)`` array) plus ``is_valid``."""
     n = image.shape[0]
-    masked = np.where(mask, image, np.float32(0))
-    variables = {"size": masked.sum(axis=1, dtype=np.float64), "n_pixels": mask.sum(axis=1),
-                 "n_nonzero": np.count_nonzero(masked, axis=1),
-                 "max_pe": np.where(mask.any(axis=1), masked.max(axis=1, initial=-np.inf, where=mask), np.nan)}
-    valid = setup.config.image_quality.evaluate(variables, n)
+    valid = setup.config.image_quality.evaluate(image_summary(image, mask), n)
     x, y = setup.pix_x_deg, setup.pix_y_deg
     hillas = hillas_parameters(x, y, image, mask, selected=valid, pix_area=setup.pix_area_deg2)
     labels, n_islands = label_islands(mask, setup.neighbor_indptr, setup.neighbor_indices)
