@@ -26,6 +26,9 @@ demo: install
 	$(VENV)/bin/dvp info $(DEMO_OUT)/prod5-protons
 	$(VENV)/bin/dvp info $(DEMO_OUT)/lst-muons
 	$(PY) -c "import polars as pl; print(pl.scan_parquet('$(DEMO_OUT)/prod5-protons/r1/**/*.parquet', hive_partitioning=True).group_by('tel_type').agg(pl.len().alias('tel_events'), pl.col('event_id').n_unique().alias('array_events')).collect())"
+	$(VENV)/bin/dvp r1-to-dl1 $(DEMO_OUT)/prod5-protons -o $(DEMO_OUT)/prod5-protons-dl1
+	$(VENV)/bin/dvp r1-to-dl1 $(DEMO_OUT)/lst-muons -o $(DEMO_OUT)/lst-muons-dl1 --config configs/base.toml
+	$(PY) -c "import polars as pl; print(pl.scan_parquet('$(DEMO_OUT)/*-dl1/dl1/**/*.parquet', hive_partitioning=True).group_by('tel_type').agg(pl.len().alias('tel_events'), pl.col('is_valid').sum().alias('parameterised'), pl.col('hillas_intensity_pe').median(), pl.col('hillas_width_deg').median(), pl.col('morphology_n_islands').max()).sort('tel_type').collect())"
 
 test: install
 	@test -d $(SHARED)/data/simtel || { echo "make: $(SHARED)/data/simtel missing"; exit 1; }
@@ -34,6 +37,7 @@ test: install
 bench: install
 	$(PY) -m pytest -q benchmarks --benchmark-only
 	$(PY) benchmarks/bench_simtel_to_r1.py
+	$(PY) benchmarks/bench_r1_to_dl1.py --memory
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

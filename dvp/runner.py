@@ -253,7 +253,7 @@ def r1_to_dl1(inputs, output, config=None, *, overwrite=False, write_images=None
     summary = RunSummary(output=Path(output), n_inputs=len(products))
     prov = start_record(command, products, config.to_dict())
     with ProductWriter(output, overwrite=overwrite) as pw:
-        dl1 = PartitionedWriter(pw.path("dl1"), S.DL1_EVENTS, provenance=prov)
+        dl1 = PartitionedWriter(pw.path("dl1"), S.DL1_EVENTS, provenance=prov, min_row_group_bytes=ROW_GROUP_BYTES)
         n_in = 0
         if progress:
             progress(0, sum(pf.metadata.num_rows for _, pf, _ in work))

@@ -21,17 +21,30 @@ import pyarrow.parquet as pq
 from .. import schemas as S
 from ..errors import DvpError, InputError
 
-# Chosen by measurement (benchmarks/RESULTS.md, "R1 storage"): noise-dominated float32
-# waveforms hardly compress (zstd-1: 0.92 of raw; level 9: 0.87 at 1/5 the write speed;
-# byte-stream-split gains nothing), so zstd level 1; row groups of ~16 MiB of waveforms
-# (~56 LSTCam events) read fastest (they stay in cache) and bound a worker's memory.
+# Chosen by measurement (benchmarks/RESULTS.md, "R1 storage" and "R1 -> DL1"): noise-dominated
+# float32 waveforms hardly compress (zstd-1: 0.92 of raw; level 9: 0.87 at 1/5 the write
+# speed; byte-stream-split gains nothing) while decompressing them costs ~280 us per LSTCam
+# event, three times the whole R1 -> DL1 computation. So waveform columns are stored
+# uncompressed (8 % more disk) and everything else zstd level 1. Row groups of ~16 MiB of
+# waveforms (~56 LSTCam events) read fastest (they stay in cache) and bound a worker's memory.
 COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 1
 ROW_GROUP_BYTES = 16 * 2**20
-
+UNCOMPRESSED_COLUMNS = (S.WAVEFORM,)
 
 PARQUET_OPTIONS = dict(compression=COMPRESSION, compression_level=COMPRESSION_LEVEL,
                        use_dictionary=False, write_statistics=True)
+
+
+def parquet_options(schema: pa.Schema) -> dict:
+    """Writer options for a table with ``schema``: zstd-1, except waveform columns."""
+    if not any(name in UNCOMPRESSED_COLUMNS for name in schema.names):
+        return dict(PARQUET_OPTIONS)
+    # pyarrow takes one level for all codecs and refuses it for "none"; its zstd default is 1
+    codecs = {name: "none" if name in UNCOMPRESSED_COLUMNS else COMPRESSION for name in schema.names}
+    # min/max statistics of every waveform page cost write time and no reader uses them
+    stats = [name for name in schema.names if name not in UNCOMPRESSED_COLUMNS]
+    return dict(compression=codecs, use_dictionary=False, write_statistics=stats)
 
 
 def with_provenance(table: pa.Table, provenance: dict | None) -> pa.Table:
@@ -47,28 +60,47 @@ def write_table(table: pa.Table, path, schema_name: str, provenance: dict | None
     table = with_provenance(S.validate(table, schema_name, source=str(path)), provenance)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path, **PARQUET_OPTIONS)
+    pq.write_table(table, path, **parquet_options(table.schema))
     return path
 
 
 class PartitionedWriter:
     """Append validated batches to ``<root>/tel_type=<type>/part-00000.parquet``, one row group each."""
 
-    def __init__(self, root: Path, schema_name: str, provenance: dict | None = None):
+    def __init__(self, root: Path, schema_name: str, provenance: dict | None = None,
+                 min_row_group_bytes: int | None = None):
+        """``min_row_group_bytes``: collect small batches (e.g. DL1 parameters, ~600 bytes a
+        row) until they reach this size before writing a row group, so that row groups and
+        the file footer do not grow with the number of input batches."""
         self.root = Path(root)
         self.schema_name = schema_name
         self.provenance = provenance
+        self.min_row_group_bytes = min_row_group_bytes
         self._writers: dict[str, pq.ParquetWriter] = {}
+        self._pending: dict[str, list] = {}
+        self._pending_bytes: dict[str, int] = {}
         self.rows: dict[str, int] = {}
 
     def write(self, tel_type: str, table: pa.Table):
         table = with_provenance(S.validate(table, self.schema_name, source=str(self.root)), self.provenance)
+        if self.min_row_group_bytes:
+            pending = self._pending.setdefault(tel_type, [])
+            pending.append(table)
+            self._pending_bytes[tel_type] = self._pending_bytes.get(tel_type, 0) + table.nbytes
+            if self._pending_bytes[tel_type] < self.min_row_group_bytes:
+                return
+            table = pa.concat_tables(pending)
+            pending.clear()
+            self._pending_bytes[tel_type] = 0
+        self._write(tel_type, table)
+
+    def _write(self, tel_type: str, table: pa.Table):
         w = self._writers.get(tel_type)
         if w is None:
             d = self.root / f"tel_type={tel_type}"
             d.mkdir(parents=True, exist_ok=True)
             w = self._writers[tel_type] = pq.ParquetWriter(d / "part-00000.parquet", table.schema,
-                                                           **PARQUET_OPTIONS)
+                                                           **parquet_options(table.schema))
             self.rows[tel_type] = 0
         elif not w.schema.equals(table.schema, check_metadata=False):
             raise DvpError(f"{self.root}: tel_type={tel_type}: batch schema differs from earlier batches "
@@ -77,6 +109,10 @@ class PartitionedWriter:
         self.rows[tel_type] += table.num_rows
 
     def close(self):
+        for tel_type, pending in self._pending.items():
+            if pending:
+                self._write(tel_type, pa.concat_tables(pending))
+                pending.clear()
         for w in self._writers.values():
             w.close()
         self._writers.clear()

@@ -1,0 +1,567 @@
+"""Fast reader for ``fixed_size_list<numeric>`` Parquet columns (R1 waveforms).
+
+pyarrow decodes a nested column value by value: for the waveform column
+(``fixed_size_list<float32>[n_pixels * n_samples]``, ~300 KB a row) it spends
+~4-5 ns per value on repetition/definition levels and list offsets, ~10x the cost
+of copying the bytes. When such a column is stored UNCOMPRESSED with PLAIN values
+and no dictionary, its column chunk is just a sequence of pages whose value
+sections are the raw little-endian numbers, so we can read them ourselves:
+
+1. locate the column chunk from the footer metadata;
+2. parse each page header (Thrift compact protocol, decoded here);
+3. decode the level streams only run by run, to *verify* that the column is a
+   plain table of full lists (no null list, no null element, exactly
+   ``list_size`` values a row);
+4. ``preadv`` the value sections straight into the output array (one copy).
+
+Anything that is not this simple layout (compression, dictionary, other
+encodings, nulls, unknown page types, inconsistent sizes, a damaged header)
+makes :func:`read_fixed_size_list` return ``None`` and :func:`read_row_group`
+fall back to pyarrow for that column: the fast path never guesses.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = ["read_row_group", "read_fixed_size_list"]
+
+
+class _Unsupported(Exception):
+    """Layout not handled (or damaged): the caller falls back to pyarrow."""
+
+
+# --------------------------------------------------------------------------------------
+# Thrift compact protocol (only decoding; enough for Parquet page headers)
+# --------------------------------------------------------------------------------------
+
+# compact-protocol type ids
+_T_TRUE, _T_FALSE, _T_BYTE, _T_I16, _T_I32, _T_I64, _T_DOUBLE, _T_BINARY = 1, 2, 3, 4, 5, 6, 7, 8
+_T_LIST, _T_SET, _T_MAP, _T_STRUCT, _T_UUID = 9, 10, 11, 12, 13
+_MAX_DEPTH = 32  # Parquet headers nest 3-4 deep; a damaged header must not recurse forever
+
+
+class _Truncated(_Unsupported):
+    """The Thrift reader ran past the end of the buffer (the header may be larger than the probe)."""
+
+
+def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+    """Unsigned LEB128 varint at ``buf[pos]`` -> (value, new pos)."""
+    result = shift = 0
+    while True:
+        if pos >= end:
+            raise _Truncated("varint runs past the buffer")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:  # an i64 takes at most 10 bytes
+            raise _Unsupported("varint too long")
+
+
+def _zigzag(n: int) -> int:
+    return (n >> 1) ^ -(n & 1)
+
+
+def _read_value(buf: bytes, pos: int, end: int, ttype: int, depth: int, in_container: bool = False):
+    """Decode one value of compact type ``ttype`` -> (value, new pos)."""
+    if ttype in (_T_I32, _T_I64, _T_I16):
+        v, pos = _varint(buf, pos, end)
+        return _zigzag(v), pos
+    if ttype == _T_STRUCT:
+        return _read_struct(buf, pos, end, depth + 1)
+    if ttype == _T_BINARY:
+        n, pos = _varint(buf, pos, end)
+        if pos + n > end:
+            raise _Truncated("binary runs past the buffer")
+        return bytes(buf[pos:pos + n]), pos + n
+    if ttype in (_T_TRUE, _T_FALSE):
+        if not in_container:  # in a struct field the value is the type id itself
+            return ttype == _T_TRUE, pos
+        if pos >= end:
+            raise _Truncated("bool runs past the buffer")
+        return buf[pos] == 1, pos + 1  # inside lists/maps a bool is one byte
+    if ttype == _T_BYTE:
+        if pos >= end:
+            raise _Truncated("byte runs past the buffer")
+        b = buf[pos]
+        return b - 256 if b > 127 else b, pos + 1
+    if ttype == _T_DOUBLE:
+        if pos + 8 > end:
+            raise _Truncated("double runs past the buffer")
+        return struct.unpack_from("<d", buf, pos)[0], pos + 8
+    if ttype == _T_UUID:
+        if pos + 16 > end:
+            raise _Truncated("uuid runs past the buffer")
+        return bytes(buf[pos:pos + 16]), pos + 16
+    if ttype in (_T_LIST, _T_SET):
+        if depth >= _MAX_DEPTH:
+            raise _Unsupported("Thrift nesting too deep")
+        if pos >= end:
+            raise _Truncated("list header runs past the buffer")
+        h = buf[pos]
+        pos += 1
+        n, etype = h >> 4, h & 0x0F
+        if n == 15:
+            n, pos = _varint(buf, pos, end)
+        if n > end - pos:  # every element takes at least one byte: a huge count is damage
+            raise _Truncated("list longer than the buffer")
+        out = []
+        for _ in range(n):
+            v, pos = _read_value(buf, pos, end, etype, depth + 1, True)
+            out.append(v)
+        return out, pos
+    if ttype == _T_MAP:
+        if depth >= _MAX_DEPTH:
+            raise _Unsupported("Thrift nesting too deep")
+        n, pos = _varint(buf, pos, end)
+        out = {}
+        if n:
+            if n > end - pos:
+                raise _Truncated("map longer than the buffer")
+            if pos >= end:
+                raise _Truncated("map header runs past the buffer")
+            kt, vt = buf[pos] >> 4, buf[pos] & 0x0F
+            pos += 1
+            for _ in range(n):
+                k, pos = _read_value(buf, pos, end, kt, depth + 1, True)
+                v, pos = _read_value(buf, pos, end, vt, depth + 1, True)
+                out[k if not isinstance(k, list) else tuple(k)] = v
+        return out, pos
+    raise _Unsupported(f"unknown Thrift compact type {ttype}")
+
+
+def _read_struct(buf: bytes, pos: int, end: int, depth: int = 0) -> tuple[dict, int]:
+    """Decode a compact-protocol struct -> ({field id: value}, new pos).
+
+    Unknown fields are decoded generically (and so skipped): newer writers may add
+    optional fields to page headers without breaking this reader.
+    """
+    if depth > _MAX_DEPTH:
+        raise _Unsupported("Thrift nesting too deep")
+    fields = {}
+    last = 0
+    while True:
+        if pos >= end:
+            raise _Truncated("struct runs past the buffer")
+        h = buf[pos]
+        pos += 1
+        if h == 0:  # STOP
+            return fields, pos
+        ttype, delta = h & 0x0F, h >> 4
+        if delta:
+            fid = last + delta
+        else:  # long form: explicit zigzag i16 field id
+            v, pos = _varint(buf, pos, end)
+            fid = _zigzag(v)
+        fields[fid], pos = _read_value(buf, pos, end, ttype, depth)
+        last = fid
+
+
+# --------------------------------------------------------------------------------------
+# Parquet constants (parquet.thrift)
+# --------------------------------------------------------------------------------------
+
+_DATA_PAGE, _DATA_PAGE_V2 = 0, 3            # PageType (INDEX_PAGE=1, DICTIONARY_PAGE=2 unsupported)
+_PLAIN, _RLE = 0, 3                          # Encoding
+
+# Arrow value type -> (Parquet physical type, on-disk dtype, expected logical-type JSON(s)).
+# Parquet stores 8/16-bit integers as INT32 annotated with their width (converted on read).
+_INT_JSON = '{{"Type":"Int","bitWidth":{},"isSigned":{}}}'
+_VALUE_TYPES = {
+    pa.float32(): ("FLOAT", "<f4", ('{"Type":"None"}',)),
+    pa.float64(): ("DOUBLE", "<f8", ('{"Type":"None"}',)),
+    pa.int8(): ("INT32", "<i4", (_INT_JSON.format(8, "true"),)),
+    pa.int16(): ("INT32", "<i4", (_INT_JSON.format(16, "true"),)),
+    pa.int32(): ("INT32", "<i4", ('{"Type":"None"}', _INT_JSON.format(32, "true"))),
+    pa.int64(): ("INT64", "<i8", ('{"Type":"None"}', _INT_JSON.format(64, "true"))),
+    pa.uint8(): ("INT32", "<i4", (_INT_JSON.format(8, "false"),)),
+    pa.uint16(): ("INT32", "<i4", (_INT_JSON.format(16, "false"),)),
+    pa.uint32(): ("INT32", "<i4", (_INT_JSON.format(32, "false"),)),
+    pa.uint64(): ("INT64", "<i8", (_INT_JSON.format(64, "false"),)),
+}
+
+# Header + level streams are small (tens of bytes for long lists); read this much per page
+# first and only go back to the file when a page's levels are larger.
+_PROBE = 4096
+_MAX_HEADER = 1 << 20  # a page header larger than this is damage, not statistics
+
+
+# --------------------------------------------------------------------------------------
+# RLE / bit-packed hybrid level streams: verify, do not materialise
+# --------------------------------------------------------------------------------------
+
+def _unpack_bits(buf, off: int, n_groups: int, bit_width: int) -> np.ndarray:
+    """Values of ``n_groups`` bit-packed groups (8 values each, LSB first)."""
+    raw = np.frombuffer(buf, np.uint8, n_groups * bit_width, off)
+    bits = np.unpackbits(raw, bitorder="little")
+    if bit_width == 1:
+        return bits
+    weights = (1 << np.arange(bit_width)).astype(np.int64)
+    return bits.reshape(-1, bit_width) @ weights
+
+
+def _runs(buf, pos: int, end: int, bit_width: int, n: int):
+    """Iterate the runs of an RLE/bit-packed hybrid stream holding ``n`` levels.
+
+    Yields ``(start, count, value)`` for an RLE run and ``(start, count, array)`` for a
+    bit-packed run (``array`` holds exactly ``count`` values: trailing padding of the last
+    group is dropped). Raises :class:`_Unsupported` if the stream ends early or an RLE
+    run overshoots ``n`` (an encoder never does that).
+    """
+    vbytes = (bit_width + 7) // 8
+    i = 0
+    while i < n:
+        h, pos = _varint(buf, pos, end)
+        if h & 1:  # bit-packed: h >> 1 groups of 8 values
+            groups = h >> 1
+            nbytes = groups * bit_width
+            if groups == 0 or pos + nbytes > end:
+                raise _Unsupported("bad bit-packed level run")
+            count = min(groups * 8, n - i)
+            vals = _unpack_bits(buf, pos, groups, bit_width)[:count]
+            pos += nbytes
+            yield i, count, vals
+        else:  # RLE: h >> 1 copies of one value stored in ceil(bit_width / 8) bytes
+            count = h >> 1
+            if pos + vbytes > end or count > n - i:
+                raise _Unsupported("bad RLE level run")
+            value = int.from_bytes(buf[pos:pos + vbytes], "little")
+            pos += vbytes
+            yield i, count, value
+        i += count
+
+
+def _check_def_levels(buf, pos: int, end: int, bit_width: int, n: int, max_def: int) -> None:
+    """Every definition level must be ``max_def``: no null list, no null element."""
+    for _, count, v in _runs(buf, pos, end, bit_width, n):
+        if isinstance(v, int):
+            if v != max_def and count:
+                raise _Unsupported("null list or element")
+        elif not (v == max_def).all():
+            raise _Unsupported("null list or element")
+
+
+def _count_row_starts(buf, pos: int, end: int, n: int, first: int, list_size: int) -> int:
+    """Verify repetition levels of a top-level list column; return the rows started.
+
+    Level 0 starts a row, 1 continues it. ``first`` is the chunk-wide index of the
+    page's first level (v1 pages may split a row). Every 0 must sit at a multiple of
+    ``list_size`` and every 1 elsewhere; with the caller's check that the chunk holds
+    exactly ``n_rows * list_size`` levels and ``n_rows`` zeros, this proves every row
+    has exactly ``list_size`` values.
+    """
+    zeros = 0
+    for i, count, v in _runs(buf, pos, end, 1, n):
+        p = first + i
+        if isinstance(v, int):
+            if count == 0:
+                continue
+            if v == 0:
+                if list_size != 1 and (count != 1 or p % list_size):
+                    raise _Unsupported("repetition levels do not match the list size")
+                zeros += count
+            elif v == 1:
+                # the next row start at or after p must lie beyond the run
+                if -(-p // list_size) * list_size < p + count:
+                    raise _Unsupported("repetition levels do not match the list size")
+            else:
+                raise _Unsupported("repetition level > 1")
+        else:
+            z = np.flatnonzero(v == 0)
+            if z.size and ((z + p) % list_size).any():
+                raise _Unsupported("repetition levels do not match the list size")
+            # bit width 1 cannot hold a level > 1, so the rest are all 1; every row start
+            # in the run must be a 0
+            starts = -(-p // list_size) * list_size
+            n_starts = 0 if starts >= p + count else (p + count - 1 - starts) // list_size + 1
+            if n_starts != z.size:
+                raise _Unsupported("repetition levels do not match the list size")
+            zeros += int(z.size)
+    return zeros
+
+
+# --------------------------------------------------------------------------------------
+# Column chunk reader
+# --------------------------------------------------------------------------------------
+
+def _pread_exact(fd: int, n: int, offset: int) -> bytes:
+    data = os.pread(fd, n, offset)
+    if len(data) != n:
+        raise _Unsupported("file shorter than its metadata says")
+    return data
+
+
+def _preadv_exact(fd: int, view: memoryview, offset: int) -> None:
+    """Fill ``view`` from the file at ``offset`` (directly: no intermediate buffer)."""
+    done, n = 0, len(view)
+    while done < n:
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got <= 0:
+            raise _Unsupported("file shorter than its metadata says")
+        done += got
+
+
+def _find_column(pf_metadata, column: str):
+    """(leaf index, arrow field) of top-level ``column``, or raise :class:`_Unsupported`."""
+    schema = pf_metadata.schema
+    leaves = [j for j in range(pf_metadata.num_columns)
+              if schema.column(j).path == column or schema.column(j).path.startswith(column + ".")]
+    if len(leaves) != 1:  # missing, or a struct/map with several leaves
+        raise _Unsupported(f"{column}: not a single-leaf column")
+    arrow_schema = schema.to_arrow_schema()  # applies the stored ARROW:schema (fixed_size_list)
+    idx = arrow_schema.get_field_index(column)
+    if idx < 0:
+        raise _Unsupported(f"{column}: not a top-level field")
+    return leaves[0], arrow_schema.field(idx)
+
+
+def _plan(pf_metadata, column: str):
+    """Check the static layout (schema + metadata) of ``column``; return what the reader needs."""
+    if sys.byteorder != "little":  # PLAIN is little-endian; we copy bytes as they are
+        raise _Unsupported("big-endian host")
+    j, field = _find_column(pf_metadata, column)
+    ftype = field.type
+    if not pa.types.is_fixed_size_list(ftype):
+        raise _Unsupported(f"{column}: not a fixed_size_list")
+    spec = _VALUE_TYPES.get(ftype.value_type)
+    if spec is None:
+        raise _Unsupported(f"{column}: value type {ftype.value_type} not supported")
+    physical, disk_dtype, logical = spec
+    col = pf_metadata.schema.column(j)
+    if (col.physical_type != physical or col.logical_type.to_json() not in logical
+            or col.max_repetition_level != 1 or col.max_definition_level < 1
+            or col.path != f"{column}.list.{col.name}"):
+        raise _Unsupported(f"{column}: unexpected Parquet schema")
+    return j, field, ftype.list_size, np.dtype(disk_dtype), col.max_definition_level
+
+
+def _read_chunk(fd: int, cc, n_rows: int, list_size: int, disk_dtype: np.dtype, max_def: int,
+                out: np.ndarray) -> None:
+    """Fill ``out`` (flat, ``disk_dtype``) with the values of column chunk ``cc``."""
+    if cc.compression != "UNCOMPRESSED" or cc.dictionary_page_offset is not None:
+        raise _Unsupported("compressed or dictionary-encoded")
+    if not set(cc.encodings) <= {"PLAIN", "RLE"}:
+        raise _Unsupported(f"encodings {cc.encodings}")
+    total = n_rows * list_size
+    if cc.num_values != total:
+        raise _Unsupported("value count differs from rows * list_size")
+    start = cc.data_page_offset
+    end = start + cc.total_compressed_size
+    if start < 0 or cc.total_compressed_size < 0:
+        raise _Unsupported("bad chunk offsets")
+    def_width = max_def.bit_length()
+    itemsize = disk_dtype.itemsize
+    out_bytes = memoryview(out).cast("B")
+    pos, done, rows = start, 0, 0
+    probe = _PROBE
+    while done < total:
+        if pos >= end:
+            raise _Unsupported("column chunk ends before all values")
+        head = _pread_exact(fd, min(probe, end - pos), pos)
+        try:
+            hdr, hlen = _read_struct(head, 0, len(head))
+        except _Truncated:
+            if len(head) == end - pos or probe >= _MAX_HEADER:
+                raise _Unsupported("damaged page header") from None
+            probe *= 4  # large statistics; retry with a bigger probe
+            continue
+        ptype = hdr.get(1)
+        size = hdr.get(3)
+        if not isinstance(size, int) or size < 0 or hdr.get(2) != size:
+            raise _Unsupported("bad page sizes")  # uncompressed: both sizes must agree
+        body = pos + hlen
+        if body + size > end:
+            raise _Unsupported("page runs past the column chunk")
+
+        if ptype == _DATA_PAGE and isinstance(hdr.get(5), dict):
+            dp = hdr[5]
+            n = dp.get(1)
+            if dp.get(2) != _PLAIN or dp.get(3) != _RLE or dp.get(4) != _RLE:
+                raise _Unsupported("page encodings")
+            # v1: <u32 len><rep levels><u32 len><def levels><values>
+            if hlen + 8 > len(head):
+                lv = _pread_exact(fd, min(size, 8 + _PROBE), body)
+            else:
+                lv = memoryview(head)[hlen:hlen + size]
+            if len(lv) < 4:
+                raise _Unsupported("page too short")
+            rep_len = int.from_bytes(lv[0:4], "little")
+            if 4 + rep_len + 4 > size:
+                raise _Unsupported("bad level lengths")
+            if 4 + rep_len + 4 > len(lv):
+                lv = _pread_exact(fd, min(size, 8 + rep_len + _PROBE), body)
+            def_len = int.from_bytes(lv[4 + rep_len:8 + rep_len], "little")
+            lev_bytes = 8 + rep_len + def_len
+            if lev_bytes > size:
+                raise _Unsupported("bad level lengths")
+            if lev_bytes > len(lv):
+                lv = _pread_exact(fd, lev_bytes, body)
+            rep = (4, 4 + rep_len)
+            dfn = (8 + rep_len, lev_bytes)
+        elif ptype == _DATA_PAGE_V2 and isinstance(hdr.get(8), dict):
+            dp = hdr[8]
+            n = dp.get(1)
+            rep_len, def_len = dp.get(6), dp.get(5)
+            if dp.get(4) != _PLAIN or dp.get(2) != 0 or not isinstance(rep_len, int) \
+                    or not isinstance(def_len, int) or rep_len < 0 or def_len < 0:
+                raise _Unsupported("page encoding or nulls")
+            lev_bytes = rep_len + def_len
+            if lev_bytes > size:
+                raise _Unsupported("bad level lengths")
+            lv = (memoryview(head)[hlen:hlen + lev_bytes] if hlen + lev_bytes <= len(head)
+                  else _pread_exact(fd, lev_bytes, body))
+            rep = (0, rep_len)
+            dfn = (rep_len, lev_bytes)
+        else:  # dictionary, index or unknown page type
+            raise _Unsupported(f"page type {ptype}")
+
+        if not isinstance(n, int) or n <= 0 or n > total - done:
+            raise _Unsupported("bad page value count")
+        if size - lev_bytes != n * itemsize:  # all values present -> exactly n PLAIN values
+            raise _Unsupported("page size does not match its value count")
+        page_rows = _count_row_starts(lv, rep[0], rep[1], n, done, list_size)
+        if ptype == _DATA_PAGE_V2 and dp.get(3) != page_rows:
+            raise _Unsupported("v2 page row count")
+        _check_def_levels(lv, dfn[0], dfn[1], def_width, n, max_def)
+        _preadv_exact(fd, out_bytes[done * itemsize:(done + n) * itemsize], body + lev_bytes)
+        rows += page_rows
+        done += n
+        pos = body + size
+        probe = _PROBE
+    if pos != end or rows != n_rows:
+        raise _Unsupported("column chunk does not end after its values")
+
+
+def _read_flat(path, pf_metadata, index: int, column: str):
+    """(flat values in the Arrow dtype, arrow field) or raise :class:`_Unsupported`."""
+    j, field, list_size, disk_dtype, max_def = _plan(pf_metadata, column)
+    rg = pf_metadata.row_group(index)
+    n_rows = rg.num_rows
+    cc = rg.column(j)
+    if cc.path_in_schema != pf_metadata.schema.column(j).path or cc.physical_type != \
+            pf_metadata.schema.column(j).physical_type:
+        raise _Unsupported("row group metadata does not match the schema")
+    out = np.empty(n_rows * list_size, disk_dtype)
+    if n_rows:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            _read_chunk(fd, cc, n_rows, list_size, disk_dtype, max_def, out)
+        finally:
+            os.close(fd)
+    elif cc.num_values != 0:
+        raise _Unsupported("values in an empty row group")
+    want = np.dtype(field.type.value_type.to_pandas_dtype())
+    if want != out.dtype.newbyteorder("="):
+        if want.itemsize < out.dtype.itemsize:
+            # 8/16-bit integers are stored widened to INT32; pyarrow's writer keeps them in
+            # range, anything else is not a file we understand
+            info = np.iinfo(want)
+            if out.size and (out.min() < info.min or out.max() > info.max):
+                raise _Unsupported("integer out of range of its declared width")
+            out = out.astype(want)
+        else:  # uint32/uint64 stored as INT32/INT64: same bits
+            out = out.view(want)
+    return out, field
+
+
+# --------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------
+
+def read_fixed_size_list(path, pf_metadata, index: int, column: str) -> np.ndarray | None:
+    """Read one ``fixed_size_list<numeric>`` column of a row group without pyarrow's decoder.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Local Parquet file.
+    pf_metadata : pyarrow.parquet.FileMetaData
+        Its footer (``ParquetFile.metadata``).
+    index : int
+        Row group.
+    column : str
+        Top-level column of Arrow type ``fixed_size_list<T>[list_size]``, ``T`` a
+        fixed-width integer or float32/float64.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        ``(n_rows, list_size)`` array of dtype ``T`` (equal to what pyarrow reads), or
+        ``None`` if the column chunk is not UNCOMPRESSED / PLAIN / dictionary-free with
+        every list and element present and intact (the caller then uses pyarrow).
+        I/O errors (e.g. a missing file) propagate.
+    """
+    if not 0 <= index < pf_metadata.num_row_groups:
+        raise IndexError(f"row group {index} out of range ({pf_metadata.num_row_groups} row groups)")
+    try:
+        flat, field = _read_flat(path, pf_metadata, index, column)
+    except _Unsupported:
+        return None
+    except (ValueError, TypeError, KeyError, OverflowError, struct.error):
+        # a damaged header may decode into values of the wrong kind; never guess
+        return None
+    return flat.reshape(-1, field.type.list_size)
+
+
+def read_row_group(pf: pq.ParquetFile, path, index: int, columns: list[str] | None,
+                   fast_columns=("waveform",)) -> pa.Table:
+    """``pf.read_row_group(index, columns=columns)``, with ``fast_columns`` read by the fast path.
+
+    Parameters
+    ----------
+    pf : pyarrow.parquet.ParquetFile
+        The open file (its metadata and Arrow schema are used).
+    path : str or os.PathLike
+        The same file's path (the fast path reads it with ``os.preadv``).
+    index : int
+        Row group.
+    columns : list of str or None
+        Columns, as for :meth:`pyarrow.parquet.ParquetFile.read_row_group` (``None``: all).
+    fast_columns : iterable of str
+        Columns to try the fast path on; any that is not a top-level
+        ``fixed_size_list<numeric>`` stored in the simple layout is read by pyarrow.
+
+    Returns
+    -------
+    pyarrow.Table
+        Equal to pyarrow's result: same columns in the same order, same types and
+        schema metadata; each column is a single chunk.
+    """
+    schema = pf.schema_arrow
+    names = list(schema.names) if columns is None else list(dict.fromkeys(columns))
+    fast_set = set(fast_columns or ())
+    top = set(schema.names)
+    if len(top) != len(schema.names) or not all(c in top for c in names):
+        # duplicated names or nested/unknown selections: pyarrow's own rules apply
+        return pf.read_row_group(index, columns=columns)
+    md = pf.metadata
+    fast = {}
+    for c in names:
+        if c in fast_set:
+            arr = read_fixed_size_list(path, md, index, c)
+            if arr is not None:
+                fast[c] = arr
+    if not fast:
+        return pf.read_row_group(index, columns=columns)
+    # pyarrow reads the rest (with an empty list it still gives num_rows and the metadata)
+    slow = pf.read_row_group(index, columns=[c for c in names if c not in fast])
+    arrays, fields = [], []
+    for c in names:
+        field = schema.field(c)
+        if c in fast:
+            flat = fast[c].reshape(-1)
+            values = pa.Array.from_buffers(field.type.value_type, flat.size,
+                                           [None, pa.py_buffer(flat)])  # zero-copy
+            arrays.append(pa.FixedSizeListArray.from_arrays(values, type=field.type))
+        else:
+            arrays.append(slow.column(c))
+        fields.append(field)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=slow.schema.metadata))
