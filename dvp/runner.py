@@ -20,17 +20,21 @@ from .provenance import now, start_record
 SIMTEL_SUFFIXES = (".simtel", ".simtel.gz", ".simtel.zst", ".gz", ".zst")
 
 
+def _list_file(path) -> list[str]:
+    """Entries of an ``@list.txt`` file: one per line, blank lines and ``#`` comments skipped."""
+    lst = Path(path)
+    if not lst.is_file():
+        raise InputError(lst, "list file does not exist")
+    return [ln.strip() for ln in lst.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+
+
 def expand_inputs(inputs, suffixes=SIMTEL_SUFFIXES) -> list[Path]:
     """Paths, globs, directories (searched for ``suffixes``) and ``@list.txt`` files → sorted paths."""
     out = []
     for item in inputs:
         item = str(item)
         if item.startswith("@"):
-            lst = Path(item[1:])
-            if not lst.is_file():
-                raise InputError(lst, "list file does not exist")
-            out.extend(expand_inputs([ln.strip() for ln in lst.read_text().splitlines()
-                                      if ln.strip() and not ln.startswith("#")], suffixes))
+            out.extend(expand_inputs(_list_file(item[1:]), suffixes))
         elif any(ch in item for ch in "*?["):
             hits = sorted(glob.glob(item, recursive=True))
             if not hits:
@@ -146,11 +150,7 @@ def expand_products(inputs, level: str) -> list[Path]:
     for item in inputs:
         item = str(item)
         if item.startswith("@"):
-            lst = Path(item[1:])
-            if not lst.is_file():
-                raise InputError(lst, "list file does not exist")
-            out.extend(expand_products([ln.strip() for ln in lst.read_text().splitlines()
-                                        if ln.strip() and not ln.startswith("#")], level))
+            out.extend(expand_products(_list_file(item[1:]), level))
             continue
         hits = sorted(glob.glob(item)) if any(ch in item for ch in "*?[") else [item]
         if not hits:

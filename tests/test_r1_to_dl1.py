@@ -206,3 +206,21 @@ def test_per_telescope_correction_paths_agree_bit_for_bit(r1_products, monkeypat
     slow = stage_mod.calibrate(r1, setup)
     np.testing.assert_array_equal(fast[0], slow[0])
     np.testing.assert_array_equal(fast[1], slow[1])
+
+
+def test_several_products_from_a_list_file(r1_products, tmp_path):
+    a = tmp_path / "a"
+    shutil.copytree(r1_products["lst_muons"], a)
+    lst = tmp_path / "inputs.txt"
+    lst.write_text(f"# two runs of the same array\n{r1_products['lst_muons']}\n\n{a}\n")
+    out = tmp_path / "out"
+    summary = r1_to_dl1([f"@{lst}"], out)
+    assert summary.n_inputs == 2 and sum(summary.n_tel_events.values()) == 60
+    assert pq.read_table(out / "simulation" / "runs.parquet").num_rows == 2
+
+
+def test_products_of_different_arrays_are_refused(r1_products, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(DvpError, match="instrument differs"):
+        r1_to_dl1([r1_products["lst_muons"], r1_products[PROD6]], out)
+    assert not out.exists()
