@@ -120,14 +120,17 @@ def time_dvp(product: Path, tel_type: str, workdir: Path) -> dict:
 
     from dvp.config import Config
     from dvp.instrument.subarray import SubarrayDescription
+    from dvp.io.fastlist import read_row_group
+    from dvp.io.parquet import UNCOMPRESSED_COLUMNS
     from dvp.runner import r1_to_dl1
     from dvp.stages.r1_to_dl1 import R1_INPUT_COLUMNS, prepare_camera
     from dvp.stages.r1_to_dl1 import r1_to_dl1 as stage
 
     setup = prepare_camera(SubarrayDescription.read(product), tel_type, Config().r1_to_dl1)
-    pf = pq.ParquetFile(next((product / "r1").rglob("*.parquet")))
+    pf_path = next((product / "r1").rglob("*.parquet"))
+    pf = pq.ParquetFile(pf_path)
     # up to ~2000 events held in memory (600 MB); steady state: best of 3 passes after a warm-up
-    batches = [pf.read_row_group(i, columns=list(R1_INPUT_COLUMNS)) for i in range(min(pf.num_row_groups, 36))]
+    batches = [read_row_group(pf, pf_path, i, list(R1_INPUT_COLUMNS), fast_columns=UNCOMPRESSED_COLUMNS) for i in range(min(pf.num_row_groups, 36))]
     for b in batches:
         stage(b, setup)
     n = sum(b.num_rows for b in batches)

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from . import schemas as S
 from .errors import DvpError, InputError
-from .io.parquet import ROW_GROUP_BYTES, PartitionedWriter, ProductWriter, is_product_dir, write_table
+from .io.parquet import ROW_GROUP_BYTES, UNCOMPRESSED_COLUMNS, PartitionedWriter, ProductWriter, is_product_dir, write_table
 from .provenance import now, start_record
 
 SIMTEL_SUFFIXES = (".simtel", ".simtel.gz", ".simtel.zst", ".gz", ".zst")
@@ -226,6 +226,7 @@ def r1_to_dl1(inputs, output, config=None, *, overwrite=False, write_images=None
 
     from .config import Config
     from .instrument.subarray import SubarrayDescription
+    from .io.fastlist import read_row_group
     from .stages.r1_to_dl1 import R1_INPUT_COLUMNS, prepare_camera
     from .stages.r1_to_dl1 import r1_to_dl1 as stage
 
@@ -261,7 +262,9 @@ def r1_to_dl1(inputs, output, config=None, *, overwrite=False, write_images=None
             for tel_type, pf, f in work:
                 for i in range(pf.num_row_groups):
                     try:
-                        batch = pf.read_row_group(i, columns=list(R1_INPUT_COLUMNS))
+                        # the waveform column through dvp's own page reader (~10x pyarrow's
+                        # nested decoding); any other layout falls back to pyarrow
+                        batch = read_row_group(pf, f, i, list(R1_INPUT_COLUMNS), fast_columns=UNCOMPRESSED_COLUMNS)
                     except (OSError, pa.ArrowException) as e:
                         raise InputError(f, f"corrupt row group {i} ({str(e).splitlines()[0]})") from None
                     out = stage(batch, setups[tel_type])

@@ -405,10 +405,10 @@ def test_jit_vs_py_func_pairwise_sums():
     a = rng.normal(size=700).astype(np.float32)
     for start, n in [(0, 0), (3, 5), (0, 8), (1, 127), (0, 129), (17, 600)]:
         expect = np.add.reduce(a[start:start + n])
-        assert ex._pairwise_sum_f32(a, start, n) == expect == ex._pairwise_sum_f32.py_func(a, start, n)
+        assert ex._pairwise_sum(a, start, n, True) == expect == ex._pairwise_sum.py_func(a, start, n, True)
     b = a.astype(np.float64)
     for n in (5, 64, 300):
-        assert ex._pairwise_sum_f64(b, n) == np.add.reduce(b[:n]) == ex._pairwise_sum_f64.py_func(b, n)
+        assert ex._pairwise_sum(b, 0, n, True) == np.add.reduce(b[:n]) == ex._pairwise_sum.py_func(b, 0, n, True)
 
 
 def test_jit_vs_py_func_two_pass_second(ref):

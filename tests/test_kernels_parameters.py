@@ -391,7 +391,7 @@ def test_jitted_bodies_match_py_func(monkeypatch):
     jitted = run_all()
     for mod, names in ((hillas_mod, ["_hillas", "_masked_pixels"]),
                        (params_mod, ["_leakage", "_concentration", "_morphology", "_statistics",
-                                     "_pairwise_block_f32", "_div_f32"]),
+                                     "_div_f32"]),
                        (timing_mod, ["_timing", "_lts", "_full_select", "_kth_smallest", "_swap_candidates",
                                      "_residual_pass", "_solve_normal_equations"])):
         for name in names:
@@ -407,9 +407,9 @@ def test_jitted_bodies_match_py_func(monkeypatch):
 
 def test_pairwise_sum_is_numpys():
     rng = np.random.default_rng(2)
-    for n in list(range(0, 300)) + [1000, 1855, 4000, 11328]:
+    for n in list(range(0, 300)) + [1000, 1855, 4000, 11328, 2_000_003]:
         a = (rng.gamma(1.3, 30, n) * rng.choice([-1, 1], n)).astype(np.float32)
-        assert params_mod._sum_f32(a, n) == a.sum(), n
+        assert params_mod._add_reduce(a, 0, n) == a.sum(), n
 
 
 def test_wrappers_check_inputs():

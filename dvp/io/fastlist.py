@@ -211,10 +211,11 @@ def _unpack_bits(buf, off: int, n_groups: int, bit_width: int) -> np.ndarray:
 def _runs(buf, pos: int, end: int, bit_width: int, n: int):
     """Iterate the runs of an RLE/bit-packed hybrid stream holding ``n`` levels.
 
-    Yields ``(start, count, value)`` for an RLE run and ``(start, count, array)`` for a
-    bit-packed run (``array`` holds exactly ``count`` values: trailing padding of the last
-    group is dropped). Raises :class:`_Unsupported` if the stream ends early or an RLE
-    run overshoots ``n`` (an encoder never does that).
+    Yields ``(start, count, value, None)`` for an RLE run and ``(start, count, offset,
+    groups)`` for a bit-packed run of ``groups`` groups at ``buf[offset]`` (of which only
+    the first ``count`` values count: the last group may be padded). Raises
+    :class:`_Unsupported` if the stream ends early or an RLE run overshoots ``n`` (an
+    encoder never does that).
     """
     vbytes = (bit_width + 7) // 8
     i = 0
@@ -226,27 +227,31 @@ def _runs(buf, pos: int, end: int, bit_width: int, n: int):
             if groups == 0 or pos + nbytes > end:
                 raise _Unsupported("bad bit-packed level run")
             count = min(groups * 8, n - i)
-            vals = _unpack_bits(buf, pos, groups, bit_width)[:count]
+            yield i, count, pos, groups
             pos += nbytes
-            yield i, count, vals
         else:  # RLE: h >> 1 copies of one value stored in ceil(bit_width / 8) bytes
             count = h >> 1
             if pos + vbytes > end or count > n - i:
                 raise _Unsupported("bad RLE level run")
             value = int.from_bytes(buf[pos:pos + vbytes], "little")
             pos += vbytes
-            yield i, count, value
+            yield i, count, value, None
         i += count
 
 
 def _check_def_levels(buf, pos: int, end: int, bit_width: int, n: int, max_def: int) -> None:
     """Every definition level must be ``max_def``: no null list, no null element."""
-    for _, count, v in _runs(buf, pos, end, bit_width, n):
-        if isinstance(v, int):
+    for _, count, v, groups in _runs(buf, pos, end, bit_width, n):
+        if groups is None:
             if v != max_def and count:
                 raise _Unsupported("null list or element")
-        elif not (v == max_def).all():
+        elif not (_unpack_bits(buf, v, groups, bit_width)[:count] == max_def).all():
             raise _Unsupported("null list or element")
+
+
+# Bit-packed repetition runs up to this many values are checked with Python integers
+# (a long-list page has one short literal run per row start; numpy costs ~10 us a call).
+_SMALL_RUN = 512
 
 
 def _count_row_starts(buf, pos: int, end: int, n: int, first: int, list_size: int) -> int:
@@ -254,37 +259,42 @@ def _count_row_starts(buf, pos: int, end: int, n: int, first: int, list_size: in
 
     Level 0 starts a row, 1 continues it. ``first`` is the chunk-wide index of the
     page's first level (v1 pages may split a row). Every 0 must sit at a multiple of
-    ``list_size`` and every 1 elsewhere; with the caller's check that the chunk holds
-    exactly ``n_rows * list_size`` levels and ``n_rows`` zeros, this proves every row
-    has exactly ``list_size`` values.
+    ``list_size`` and every 1 elsewhere: with the caller's check that the chunk holds
+    exactly ``n_rows * list_size`` levels, this proves every row has exactly
+    ``list_size`` values.
     """
     zeros = 0
-    for i, count, v in _runs(buf, pos, end, 1, n):
+    for i, count, v, groups in _runs(buf, pos, end, 1, n):
+        if count == 0:
+            continue
         p = first + i
-        if isinstance(v, int):
-            if count == 0:
-                continue
-            if v == 0:
-                if list_size != 1 and (count != 1 or p % list_size):
-                    raise _Unsupported("repetition levels do not match the list size")
-                zeros += count
-            elif v == 1:
-                # the next row start at or after p must lie beyond the run
-                if -(-p // list_size) * list_size < p + count:
-                    raise _Unsupported("repetition levels do not match the list size")
-            else:
+        s0 = -(-p // list_size) * list_size  # first row start at or after p
+        n_starts = 0 if s0 >= p + count else (p + count - 1 - s0) // list_size + 1
+        if groups is None:
+            # an RLE run of 0s must be exactly row starts, a run of 1s must contain none
+            if v == 0 and (count != 1 or p % list_size) and list_size != 1:
+                raise _Unsupported("repetition levels do not match the list size")
+            if v == 1 and n_starts:
+                raise _Unsupported("repetition levels do not match the list size")
+            if v > 1:
                 raise _Unsupported("repetition level > 1")
+            if v == 0:
+                zeros += count
+        elif count <= _SMALL_RUN:
+            # bit width 1: bit k is level k; the zero bits must be exactly the row starts
+            bits = int.from_bytes(buf[v:v + groups], "little")
+            zero_bits = ~bits & ((1 << count) - 1)
+            expect = 0
+            for s in range(s0 - p, count, list_size):
+                expect |= 1 << s
+            if zero_bits != expect:
+                raise _Unsupported("repetition levels do not match the list size")
+            zeros += n_starts
         else:
-            z = np.flatnonzero(v == 0)
-            if z.size and ((z + p) % list_size).any():
+            z = np.flatnonzero(_unpack_bits(buf, v, groups, 1)[:count] == 0)
+            if z.size != n_starts or (z.size and ((z + p) % list_size).any()):
                 raise _Unsupported("repetition levels do not match the list size")
-            # bit width 1 cannot hold a level > 1, so the rest are all 1; every row start
-            # in the run must be a 0
-            starts = -(-p // list_size) * list_size
-            n_starts = 0 if starts >= p + count else (p + count - 1 - starts) // list_size + 1
-            if n_starts != z.size:
-                raise _Unsupported("repetition levels do not match the list size")
-            zeros += int(z.size)
+            zeros += n_starts
     return zeros
 
 
@@ -307,6 +317,21 @@ def _preadv_exact(fd: int, view: memoryview, offset: int) -> None:
         if got <= 0:
             raise _Unsupported("file shorter than its metadata says")
         done += got
+
+
+def _check_footer(fd: int, pf_metadata) -> None:
+    """The file must end with a plain footer of exactly ``pf_metadata``'s length.
+
+    Cheap guard against a ``path`` that is not the file ``pf_metadata`` came from (or was
+    rewritten since): offsets from other metadata would point at unrelated bytes.
+    Encrypted footers (magic ``PARE``) are refused too.
+    """
+    size = os.fstat(fd).st_size
+    if size < 12:
+        raise _Unsupported("not a Parquet file")
+    tail = _pread_exact(fd, 8, size - 8)
+    if tail[4:] != b"PAR1" or int.from_bytes(tail[:4], "little") != pf_metadata.serialized_size:
+        raise _Unsupported("file footer does not match the metadata")
 
 
 def _find_column(pf_metadata, column: str):
@@ -453,6 +478,7 @@ def _read_flat(path, pf_metadata, index: int, column: str):
     if n_rows:
         fd = os.open(path, os.O_RDONLY)
         try:
+            _check_footer(fd, pf_metadata)
             _read_chunk(fd, cc, n_rows, list_size, disk_dtype, max_def, out)
         finally:
             os.close(fd)

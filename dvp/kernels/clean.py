@@ -28,6 +28,7 @@ import numbers
 import numpy as np
 from numba import njit
 
+from ._numeric import _pairwise_sum
 from .islands import (
     _gather,
     _gather_words,
@@ -145,91 +146,6 @@ def _tailcuts_cand(img, pic, bnd, keep_isolated, min_nb, indptr, indices, ap, ab
         out[p] = (ab[p] & has_pic) | (inpic[p] & (keep_isolated | has_bnd))
     _reset(inpic, cand, n_c)
     return n_c
-
-
-@njit(cache=True)
-def _block_sum(a, start, n):
-    """numpy's pairwise-sum leaf (n <= 128, n >= 1): 8 accumulators, then the rest."""
-    if n < 8:
-        res = a[start]
-        for i in range(1, n):
-            res += a[start + i]
-        return res
-    r0 = a[start]
-    r1 = a[start + 1]
-    r2 = a[start + 2]
-    r3 = a[start + 3]
-    r4 = a[start + 4]
-    r5 = a[start + 5]
-    r6 = a[start + 6]
-    r7 = a[start + 7]
-    i = 8
-    stop = n - n % 8
-    while i < stop:
-        r0 += a[start + i]
-        r1 += a[start + i + 1]
-        r2 += a[start + i + 2]
-        r3 += a[start + i + 3]
-        r4 += a[start + i + 4]
-        r5 += a[start + i + 5]
-        r6 += a[start + i + 6]
-        r7 += a[start + i + 7]
-        i += 8
-    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while i < n:
-        res += a[start + i]
-        i += 1
-    return res
-
-
-@njit(cache=True)
-def _pairwise_sum(a, start, n):
-    """numpy's pairwise summation of ``a[start:start + n]`` (n >= 1) in ``a``'s dtype.
-
-    Same blocking as numpy's ``@TYPE@_pairwise_sum`` (leaves of <= 128 elements with 8
-    accumulators; larger ranges split at ``n // 2`` rounded down to a multiple of 8), so
-    float32 sums are bit-identical to ``ndarray.sum``. The recursion is unrolled on an
-    explicit stack (numba cannot cache self-recursive functions reliably).
-    """
-    if n <= 128:
-        return _block_sum(a, start, n)
-    # depth <= log2(n / 64) < 64 for any array that fits in memory
-    st_start = np.empty(64, np.int64)
-    st_n = np.empty(64, np.int64)
-    st_phase = np.empty(64, np.int64)
-    vals = np.empty(64, a.dtype)
-    nv = 0
-    st_start[0] = start
-    st_n[0] = n
-    st_phase[0] = 0
-    sp = 1
-    while sp > 0:
-        s = st_start[sp - 1]
-        m = st_n[sp - 1]
-        if m <= 128:
-            sp -= 1
-            vals[nv] = _block_sum(a, s, m)
-            nv += 1
-            continue
-        n2 = m // 2
-        n2 -= n2 % 8
-        ph = st_phase[sp - 1]
-        if ph == 0:
-            st_phase[sp - 1] = 1
-            st_start[sp] = s
-            st_n[sp] = n2
-        elif ph == 1:
-            st_phase[sp - 1] = 2
-            st_start[sp] = s + n2
-            st_n[sp] = m - n2
-        else:
-            sp -= 1
-            nv -= 1
-            vals[nv - 1] = vals[nv - 1] + vals[nv]
-            continue
-        st_phase[sp] = 0
-        sp += 1
-    return vals[0]
 
 
 @njit(cache=True)

@@ -53,6 +53,9 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+from ._numeric import _pairwise_sum
+from .islands import check_csr
+
 __all__ = [
     "EXTRACTORS",
     "TWO_PASS_CORE_THRESHOLD",
@@ -266,75 +269,6 @@ def _window_at(w, p, peak, width, shift, n_s, rate):
 def _corrected(charge, correction, gain):
     # ctapipe: (charge * correction[selected_gain_channel]).astype(charge.dtype)
     return np.float32(np.float64(charge) * correction[gain])
-
-
-@njit(cache=True)
-def _pairwise_sum_f32(a, start, n):
-    """numpy's float32 pairwise summation of ``a[start:start + n]`` (``np.add.reduce``)."""
-    if n < 8:
-        res = np.float32(0.0)
-        for i in range(start, start + n):
-            res += a[i]
-        return res
-    elif n <= 128:
-        r0 = a[start]
-        r1 = a[start + 1]
-        r2 = a[start + 2]
-        r3 = a[start + 3]
-        r4 = a[start + 4]
-        r5 = a[start + 5]
-        r6 = a[start + 6]
-        r7 = a[start + 7]
-        i = 8
-        stop = n - (n % 8)
-        while i < stop:
-            r0 += a[start + i]
-            r1 += a[start + i + 1]
-            r2 += a[start + i + 2]
-            r3 += a[start + i + 3]
-            r4 += a[start + i + 4]
-            r5 += a[start + i + 5]
-            r6 += a[start + i + 6]
-            r7 += a[start + i + 7]
-            i += 8
-        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-        while i < n:
-            res += a[start + i]
-            i += 1
-        return res
-    else:
-        n2 = n // 2
-        n2 -= n2 % 8
-        return _pairwise_sum_f32(a, start, n2) + _pairwise_sum_f32(a, start + n2, n - n2)
-
-
-@njit(cache=True)
-def _pairwise_sum_f64(a, n):
-    """numpy's float64 pairwise summation of ``a[:n]``."""
-    if n < 8:
-        res = 0.0
-        for i in range(n):
-            res += a[i]
-        return res
-    elif n <= 128:
-        r = np.empty(8)
-        for j in range(8):
-            r[j] = a[j]
-        i = 8
-        stop = n - (n % 8)
-        while i < stop:
-            for j in range(8):
-                r[j] += a[i + j]
-            i += 8
-        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
-        while i < n:
-            res += a[i]
-            i += 1
-        return res
-    else:
-        n2 = n // 2
-        n2 -= n2 % 8
-        return _pairwise_sum_f64(a[:n2], n2) + _pairwise_sum_f64(a[n2:], n - n2)
 
 
 # --------------------------------------------------------------------------------------
@@ -749,7 +683,7 @@ def _subtract_baseline(w, start, stop, out):
     flat = w.reshape(-1)
     for p in range(n_pix):
         if n > 0:
-            base = _pairwise_sum_f32(flat, p * n_s + start, n) / np.float32(n)
+            base = _pairwise_sum(flat, p * n_s + start, n, True) / np.float32(n)
         else:
             base = np.float32(np.nan)  # numpy: mean of an empty slice
         for s in range(n_s):
@@ -967,14 +901,14 @@ def _lts_linear_regression(x, y, rng, samples, relative_sample_size, max_iterati
 def _hillas_cog_psi(x, y, w):
     """cog and psi of ctapipe's hillas_parameters; psi is NaN when the length is 0."""
     n = len(w)
-    size = _pairwise_sum_f64(w, n)
-    cog_x = _pairwise_sum_f64(x * w, n) / size
-    cog_y = _pairwise_sum_f64(y * w, n) / size
+    size = _pairwise_sum(w, 0, n, True)
+    cog_x = _pairwise_sum(x * w, 0, n, True) / size
+    cog_y = _pairwise_sum(y * w, 0, n, True) / size
     dx = x - cog_x
     dy = y - cog_y
     # np.cov(dx, dy, aweights=w, ddof=0)
-    mx = _pairwise_sum_f64(dx * w, n) / size
-    my = _pairwise_sum_f64(dy * w, n) / size
+    mx = _pairwise_sum(dx * w, 0, n, True) / size
+    my = _pairwise_sum(dy * w, 0, n, True) / size
     ex = dx - mx
     ey = dy - my
     f = 1.0 / size
@@ -1037,7 +971,7 @@ def _two_pass_second(w, sgc, charge1, time1, corr1, corr_default, corr_before, c
     bx = pix_x[bright]
     by = pix_y[bright]
     bq = c1[bright]
-    if _pairwise_sum_f64(bq, n_bright) == 0.0:
+    if _pairwise_sum(bq, 0, n_bright, True) == 0.0:
         return False  # ctapipe raises HillasParameterizationError here
     cog_x, cog_y, psi = _hillas_cog_psi(bx, by, bq)
 
@@ -1218,19 +1152,10 @@ def _check_rate(sampling_rate_ghz):
 
 
 def _check_csr(neighbor_indptr, neighbor_indices, n_pix):
+    """`check_csr` for the extractors that need neighbours (they are optional arguments)."""
     if neighbor_indptr is None or neighbor_indices is None:
         raise ValueError("this extractor needs neighbor_indptr and neighbor_indices")
-    indptr = np.asarray(neighbor_indptr)
-    indices = np.asarray(neighbor_indices)
-    if indptr.shape != (n_pix + 1,) or indptr.dtype.kind not in "iu" or indices.ndim != 1 \
-            or indices.dtype.kind not in "iu":
-        raise ValueError(f"neighbors must be CSR int arrays with indptr of shape {(n_pix + 1,)}, got "
-                         f"{indptr.dtype} {indptr.shape} / {indices.dtype} {indices.shape}")
-    if indptr[0] != 0 or indptr[-1] != len(indices) or np.any(np.diff(indptr) < 0):
-        raise ValueError("neighbor_indptr is not a valid CSR row pointer for neighbor_indices")
-    if len(indices) and (indices.min() < 0 or indices.max() >= n_pix):
-        raise ValueError(f"neighbor_indices must be in [0, {n_pix})")
-    return np.ascontiguousarray(indptr, dtype=np.int32), np.ascontiguousarray(indices, dtype=np.int32)
+    return check_csr(neighbor_indptr, neighbor_indices, n_pix)
 
 
 def _check_broken(broken_pixels, shape, empty_ok=True):

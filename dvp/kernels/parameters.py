@@ -4,13 +4,14 @@ Batch kernels reproducing ctapipe 0.28's ``leakage_parameters``, ``concentration
 ``morphology_parameters`` (island size classes) and ``descriptive_statistics`` as
 ``ImageProcessor`` calls them. ctapipe does several of these sums on the float32 image with
 numpy's pairwise summation and float32 arithmetic; the kernels replay exactly that
-(``_pairwise_sum_f32``), so the results agree with ctapipe bit for bit where the inputs do.
+(``_numeric._add_reduce``), so the results agree with ctapipe bit for bit where the inputs do.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
+from ._numeric import _add_reduce
 from .hillas import _as_float32_image, _check_batch, _check_pixels, _mask_bytes, _masked_pixels
 
 LEAKAGE_KEYS = ("pixels_width_1", "pixels_width_2", "intensity_width_1", "intensity_width_2")
@@ -21,195 +22,6 @@ STATISTICS_KEYS = ("max", "min", "mean", "std", "skewness", "kurtosis")
 #: ctapipe's island size classes: small <= 2 pixels < medium <= 50 pixels < large
 SMALL_ISLAND_MAX = 2
 MEDIUM_ISLAND_MAX = 50
-
-# numpy's pairwise summation: blocks of up to 128 values summed with 8 accumulators
-_PW_BLOCKSIZE = 128
-
-
-@njit(cache=True)
-def _pairwise_block_f32(a, start, n):
-    """numpy's float32 pairwise sum of ``a[start:start + n]`` for n <= 128 (no split)."""
-    if n < 8:
-        res = np.float32(-0.0)
-        for i in range(start, start + n):
-            res += a[i]
-        return res
-    r0 = a[start]
-    r1 = a[start + 1]
-    r2 = a[start + 2]
-    r3 = a[start + 3]
-    r4 = a[start + 4]
-    r5 = a[start + 5]
-    r6 = a[start + 6]
-    r7 = a[start + 7]
-    n8 = n - n % 8
-    i = 8
-    while i < n8:
-        j = start + i
-        r0 += a[j]
-        r1 += a[j + 1]
-        r2 += a[j + 2]
-        r3 += a[j + 3]
-        r4 += a[j + 4]
-        r5 += a[j + 5]
-        r6 += a[j + 6]
-        r7 += a[j + 7]
-        i += 8
-    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while i < n:
-        res += a[start + i]
-        i += 1
-    return res
-
-
-# numpy halves blocks longer than 128 recursively (halves rounded down to a multiple of 8).
-# numba cannot cache recursive functions, so the recursion is unrolled into levels; a part
-# after k splits is at most n / 2**k + 14 long, so 14 levels cover n <= 114 * 2**14 pixels.
-_PW_MAX_N = 114 * 2**14
-
-
-@njit(cache=True)
-def _pairwise_level1(a, start, n):
-    if n <= _PW_BLOCKSIZE:
-        return _pairwise_block_f32(a, start, n)
-    n2 = n // 2
-    n2 -= n2 % 8
-    return _pairwise_block_f32(a, start, n2) + _pairwise_block_f32(a, start + n2, n - n2)
-
-
-@njit(cache=True)
-def _pairwise_level2(a, start, n):
-    if n <= _PW_BLOCKSIZE:
-        return _pairwise_block_f32(a, start, n)
-    n2 = n // 2
-    n2 -= n2 % 8
-    return _pairwise_level1(a, start, n2) + _pairwise_level1(a, start + n2, n - n2)
-
-
-@njit(cache=True)
-def _pairwise_level3(a, start, n):
-    if n <= _PW_BLOCKSIZE:
-        return _pairwise_block_f32(a, start, n)
-    n2 = n // 2
-    n2 -= n2 % 8
-    return _pairwise_level2(a, start, n2) + _pairwise_level2(a, start + n2, n - n2)
-
-
-@njit(cache=True)
-def _pairwise_level4(a, start, n):
-    if n <= _PW_BLOCKSIZE:
-        return _pairwise_block_f32(a, start, n)
-    n2 = n // 2
-    n2 -= n2 % 8
-    return _pairwise_level3(a, start, n2) + _pairwise_level3(a, start + n2, n - n2)
-
-
-@njit(cache=True)
-def _pairwise_level5(a, start, n):
-    if n <= _PW_BLOCKSIZE:
-        return _pairwise_block_f32(a, start, n)
-    n2 = n // 2
-    n2 -= n2 % 8
-    return _pairwise_level4(a, start, n2) + _pairwise_level4(a, start + n2, n - n2)
-
-
-@njit(cache=True)
-def _pairwise_level6(a, start, n):
-    if n <= _PW_BLOCKSIZE:
-        return _pairwise_block_f32(a, start, n)
-    n2 = n // 2
-    n2 -= n2 % 8
-    return _pairwise_level5(a, start, n2) + _pairwise_level5(a, start + n2, n - n2)
-
-
-@njit(cache=True)
-def _pairwise_level7(a, start, n):
-    if n <= _PW_BLOCKSIZE:
-        return _pairwise_block_f32(a, start, n)
-    n2 = n // 2
-    n2 -= n2 % 8
-    return _pairwise_level6(a, start, n2) + _pairwise_level6(a, start + n2, n - n2)
-
-
-@njit(cache=True)
-def _pairwise_level8(a, start, n):
-    if n <= _PW_BLOCKSIZE:
-        return _pairwise_block_f32(a, start, n)
-    n2 = n // 2
-    n2 -= n2 % 8
-    return _pairwise_level7(a, start, n2) + _pairwise_level7(a, start + n2, n - n2)
-
-
-@njit(cache=True)
-def _pairwise_level9(a, start, n):
-    if n <= _PW_BLOCKSIZE:
-        return _pairwise_block_f32(a, start, n)
-    n2 = n // 2
-    n2 -= n2 % 8
-    return _pairwise_level8(a, start, n2) + _pairwise_level8(a, start + n2, n - n2)
-
-
-@njit(cache=True)
-def _pairwise_level10(a, start, n):
-    if n <= _PW_BLOCKSIZE:
-        return _pairwise_block_f32(a, start, n)
-    n2 = n // 2
-    n2 -= n2 % 8
-    return _pairwise_level9(a, start, n2) + _pairwise_level9(a, start + n2, n - n2)
-
-
-@njit(cache=True)
-def _pairwise_level11(a, start, n):
-    if n <= _PW_BLOCKSIZE:
-        return _pairwise_block_f32(a, start, n)
-    n2 = n // 2
-    n2 -= n2 % 8
-    return _pairwise_level10(a, start, n2) + _pairwise_level10(a, start + n2, n - n2)
-
-
-@njit(cache=True)
-def _pairwise_level12(a, start, n):
-    if n <= _PW_BLOCKSIZE:
-        return _pairwise_block_f32(a, start, n)
-    n2 = n // 2
-    n2 -= n2 % 8
-    return _pairwise_level11(a, start, n2) + _pairwise_level11(a, start + n2, n - n2)
-
-
-@njit(cache=True)
-def _pairwise_level13(a, start, n):
-    if n <= _PW_BLOCKSIZE:
-        return _pairwise_block_f32(a, start, n)
-    n2 = n // 2
-    n2 -= n2 % 8
-    return _pairwise_level12(a, start, n2) + _pairwise_level12(a, start + n2, n - n2)
-
-
-@njit(cache=True)
-def _pairwise_level14(a, start, n):
-    if n <= _PW_BLOCKSIZE:
-        return _pairwise_block_f32(a, start, n)
-    n2 = n // 2
-    n2 -= n2 % 8
-    return _pairwise_level13(a, start, n2) + _pairwise_level13(a, start + n2, n - n2)
-
-
-@njit(cache=True)
-def _pairwise_sum_f32(a, start, n):
-    """numpy's float32 ``np.sum`` of ``a[start:start + n]`` (same order, same rounding);
-    n <= _PW_MAX_N (checked by the wrappers)."""
-    return _pairwise_level14(a, start, n)
-
-
-def _check_pairwise_size(name, n_pix):
-    if n_pix > _PW_MAX_N:
-        raise ValueError(f"{name}: at most {_PW_MAX_N} pixels supported, got {n_pix}")
-
-
-@njit(cache=True)
-def _sum_f32(a, n):
-    # numpy's add.reduce starts from the identity 0.0
-    return np.float32(0.0) + _pairwise_sum_f32(a, 0, n)
 
 
 @njit(cache=True)
@@ -252,11 +64,11 @@ def _leakage(image, mask_bytes, border_1, border_2, selected, idx, buf, buf_1, b
                 n2 += 1
         if n == 0:
             continue  # ctapipe: ZeroDivisionError
-        total = _sum_f32(buf, n)
+        total = _add_reduce(buf, 0, n)
         out[0, e] = n1 / n
         out[1, e] = n2 / n
-        out[2, e] = _div_f32(_sum_f32(buf_1, n1), total)
-        out[3, e] = _div_f32(_sum_f32(buf_2, n2), total)
+        out[2, e] = _div_f32(_add_reduce(buf_1, 0, n1), total)
+        out[3, e] = _div_f32(_add_reduce(buf_2, 0, n2), total)
 
 
 def leakage_parameters(image, mask, border_1, border_2, selected=None):
@@ -285,7 +97,6 @@ def leakage_parameters(image, mask, border_1, border_2, selected=None):
     for key, b in (("border_1", border_1), ("border_2", border_2)):
         if b.ndim != 1 or b.dtype != np.bool_ or b.shape[0] != n_pix:
             raise ValueError(f"leakage_parameters: {key} must be bool (n_pixels,), got {b.dtype} {b.shape}")
-    _check_pairwise_size("leakage_parameters", n_pix)
     image, mask, selected = _check_batch("leakage_parameters", image, mask, n_pix, selected)
     image = _as_float32_image("leakage_parameters", image)
     out = np.empty((len(LEAKAGE_KEYS), image.shape[0]), np.float64)
@@ -346,8 +157,8 @@ def _concentration(pix_x, pix_y, pixel_width, image, mask_bytes, fov_lon, fov_la
             continue
         if has_nan:
             brightest = np.float32(np.nan)
-        out[0, e] = _ieee_div(np.float64(_sum_f32(buf_cog, n_cog)), size)
-        out[1, e] = _ieee_div(np.float64(_sum_f32(buf_core, n_core)), size) if use_core else 0.0
+        out[0, e] = _ieee_div(np.float64(_add_reduce(buf_cog, 0, n_cog)), size)
+        out[1, e] = _ieee_div(np.float64(_add_reduce(buf_core, 0, n_core)), size) if use_core else 0.0
         out[2, e] = _ieee_div(np.float64(brightest), size)
 
 
@@ -377,7 +188,6 @@ def concentration_parameters(pix_x, pix_y, pixel_width, image, mask, hillas, sel
     """
     n_pix, (pix_x, pix_y, pixel_width) = _check_pixels(
         "concentration_parameters", pix_x=pix_x, pix_y=pix_y, pixel_width=pixel_width)
-    _check_pairwise_size("concentration_parameters", n_pix)
     image, mask, selected = _check_batch("concentration_parameters", image, mask, n_pix, selected)
     image = _as_float32_image("concentration_parameters", image)
     h = _hillas_columns("concentration_parameters", hillas, image.shape[0],
@@ -526,11 +336,11 @@ def _statistics(values, mask_bytes, selected, idx, buf, out):
             vmax = np.float32(np.nan)
             vmin = np.float32(np.nan)
         # numpy: float32 mean and std (pairwise float32 sums, one float32 rounding per step)
-        mean = _div_f32(_sum_f32(buf, n), n)
+        mean = _div_f32(_add_reduce(buf, 0, n), n)
         for i in range(n):
             d = buf[i] - mean
             buf[i] = d * d
-        var = _div_f32(_sum_f32(buf, n), n)
+        var = _div_f32(_add_reduce(buf, 0, n), n)
         std = np.float32(np.sqrt(np.float64(var)))
         # ctapipe's njit skewness/kurtosis: the optional std argument is typed float64 there,
         # so z = float32(x - mean) / float64(std) in float64, z**3 = (z*z)*z, z**4 = (z*z)*(z*z),
@@ -572,7 +382,6 @@ def descriptive_statistics(values, mask, selected=None):
     values = np.asarray(values)
     if values.ndim != 2:
         raise ValueError(f"descriptive_statistics: values must be (n_events, n_pixels), got {values.shape}")
-    _check_pairwise_size("descriptive_statistics", values.shape[1])
     values, mask, selected = _check_batch("descriptive_statistics", values, mask, values.shape[1], selected)
     if values.dtype != np.float32:
         raise ValueError(f"descriptive_statistics: values must be float32, got {values.dtype}")
