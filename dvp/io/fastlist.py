@@ -465,9 +465,26 @@ def _read_chunk(fd: int, cc, n_rows: int, list_size: int, disk_dtype: np.dtype, 
         raise _Unsupported("column chunk does not end after its values")
 
 
+# _plan parses the schema (~0.3 ms); a runner reads many row groups of the same file, so
+# plans are kept per (file identity, metadata object, column). The footer check in
+# _read_flat still guards every read against a file rewritten since.
+_PLANS: dict = {}
+
+
+def _cached_plan(path, pf_metadata, column: str):
+    st = os.stat(path)
+    key = (os.fspath(path), st.st_mtime_ns, st.st_size, pf_metadata.serialized_size, column)
+    plan = _PLANS.get(key)
+    if plan is None:
+        if len(_PLANS) > 256:
+            _PLANS.clear()
+        plan = _PLANS[key] = _plan(pf_metadata, column)
+    return plan
+
+
 def _read_flat(path, pf_metadata, index: int, column: str):
     """(flat values in the Arrow dtype, arrow field) or raise :class:`_Unsupported`."""
-    j, field, list_size, disk_dtype, max_def = _plan(pf_metadata, column)
+    j, field, list_size, disk_dtype, max_def = _cached_plan(path, pf_metadata, column)
     rg = pf_metadata.row_group(index)
     n_rows = rg.num_rows
     cc = rg.column(j)
