@@ -229,6 +229,11 @@ def validate(table: pa.Table, name: str, *, source: str = "table") -> pa.Table:
     target = _cached_schema(name, tuple(sorted(sizes.items())), tuple(expected))
     meta = dict(table.schema.metadata or {})
     meta.update(target.metadata)
+    if table.schema.names == target.names and table.schema.equals(target.with_metadata(table.schema.metadata),
+                                                                   check_metadata=True):
+        # already validated (e.g. a stage's output on its way to the writer): same fields,
+        # types and field metadata; only the schema-level metadata may need stamping
+        return table.replace_schema_metadata(meta)
     columns = []
     for tf in target:
         col = table.column(tf.name)
@@ -260,3 +265,41 @@ def check_file_schema(file_schema: pa.Schema, name: str, source: str) -> None:
         raise SchemaError(f"{source}: schema name metadata {meta.get(META_SCHEMA_NAME)!r} != {name!r}")
     if META_SCHEMA_VERSION not in meta:
         raise SchemaError(f"{source}: no {META_SCHEMA_VERSION.decode()} metadata")
+
+
+# -- DL2 (dvp dl1-to-dl2) ----------------------------------------------------------
+DL2_EVENTS = "dl2.events"
+DL2_TELESCOPE_EVENTS = "dl2.telescope_events"
+RECO_ALT = "reco_alt_deg"
+RECO_AZ = "reco_az_deg"
+RECO_ALT_UNCERT = "reco_alt_uncert_deg"
+RECO_AZ_UNCERT = "reco_az_uncert_deg"
+RECO_CORE_X = "reco_core_x_m"
+RECO_CORE_Y = "reco_core_y_m"
+RECO_CORE_TILTED_X = "reco_core_tilted_x_m"
+RECO_CORE_TILTED_Y = "reco_core_tilted_y_m"
+RECO_H_MAX = "reco_h_max_m"
+RECO_AVERAGE_INTENSITY = "reco_average_intensity_pe"
+N_TELS_USED = "n_tels_used"
+RECO_TELESCOPES = "reco_telescopes"
+RECO_IS_VALID = "reco_is_valid"
+RECO_METHOD = "reco_method"
+RECO_IMPACT_DISTANCE = "reco_impact_distance_m"
+RECO_USED = "reco_used"
+# true shower values joined from simulation/showers.parquet (simulation.shower columns)
+TRUE_ENERGY = "true_energy_tev"
+TRUE_ALT = "true_alt_deg"
+TRUE_AZ = "true_az_deg"
+TRUE_CORE_X = "true_core_x_m"
+TRUE_CORE_Y = "true_core_y_m"
+TRUE_X_MAX = "true_x_max_g_cm2"
+PARTICLE = "particle"
+DL2_TRUE_COLUMNS = (TRUE_ENERGY, TRUE_ALT, TRUE_AZ, TRUE_CORE_X, TRUE_CORE_Y, TRUE_X_MAX, PARTICLE)
+# DL1 columns the Hillas stereo reconstruction reads (besides the quality-query names)
+HILLAS_FOV_LON = HILLAS_COLUMNS["fov_lon"]
+HILLAS_FOV_LAT = HILLAS_COLUMNS["fov_lat"]
+HILLAS_PSI = HILLAS_COLUMNS["psi"]
+HILLAS_INTENSITY = HILLAS_COLUMNS["intensity"]
+HILLAS_LENGTH = HILLAS_COLUMNS["length"]
+HILLAS_WIDTH = HILLAS_COLUMNS["width"]
+MORPHOLOGY_N_PIXELS = MORPHOLOGY_COLUMNS["n_pixels"]
