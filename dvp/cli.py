@@ -128,6 +128,34 @@ def r1_to_dl1(
                   f"{summary.n_tel_events or ''} in {summary.seconds:.1f} s ({n_tel / max(summary.seconds, 1e-9):,.0f} ev/s)")
 
 
+@app.command("dl1-to-dl2")
+@_one_line_errors
+def dl1_to_dl2(
+    inputs: List[str] = typer.Argument(..., help="DL1 product directories (from r1-to-dl1), globs or @list.txt"),
+    output: Path = typer.Option(..., "--output", "-o", help="DL2 product directory to create"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML or YAML config (see configs/); default: ctapipe 0.28's defaults"),
+    set_: List[str] = typer.Option([], "--set", help="Override one config value, e.g. --set 'dl1_to_dl2.quality.criteria=[[\"bright\", \"hillas_intensity_pe > 100\"]]' (repeatable)"),
+    overwrite: bool = typer.Option(False, help="Replace OUTPUT if it exists (only once the new one is complete)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary"),
+):
+    """Reconstruct the stereo shower geometry of DL1 events into a DL2 product directory.
+
+    ctapipe 0.28's ShowerProcessor with HillasReconstructor: telescopes passing the stereo
+    quality query (intensity > 50 p.e., width > 0, > 3 pixels) give direction, core,
+    h_max and per-telescope impact distances. Writes dl2/ (one row per array event, true
+    shower values for simulations) and dl2_telescopes/ (one row per telescope event), and
+    carries instrument/, simulation/ and trigger/ over.
+    """
+    from .config import load_config
+    from .runner import dl1_to_dl2 as run
+
+    cfg = load_config(config, set_)
+    summary, console = _with_progress("dl1-to-dl2", quiet, lambda advance: run(
+        inputs, output, cfg, overwrite=overwrite, progress=advance))
+    console.print(f"wrote {summary.output}: {summary.n_inputs} input product(s), {summary.n_array_events} array events "
+                  f"in {summary.seconds:.1f} s ({summary.n_array_events / max(summary.seconds, 1e-9):,.0f} ev/s)")
+
+
 @app.command()
 @_one_line_errors
 def info(path: Path = typer.Argument(..., help="A product directory or a sim_telarray file"),

@@ -173,10 +173,34 @@ _QUALITY_ALIASES = {"image.sum()": "size", "image.size": "n_pixels",
                     "np.count_nonzero(image)": "n_nonzero", "image.max()": "max_pe"}
 
 
-def _parse_quality(expr: str, where: str) -> ast.Expression:
+def _dl1_quality_variables() -> dict:
+    """Names a stereo quality criterion may use: every numeric DL1 parameter column."""
+    from . import schemas as S
+    return {c: "DL1 parameter column" for g in S.DL1_PARAMETER_GROUPS.values() for c in g.values()}
+
+
+# ctapipe's StereoQualityQuery spelling ``parameters.hillas.intensity`` (optionally ``.value``)
+_CTAPIPE_PARAMETER_RE = re.compile(r"parameters\.(\w+)\.(\w+)(?:\.value)?")
+
+
+def _dl1_alias(match) -> str:
+    from . import schemas as S
+    group, key = match.group(1), match.group(2)
+    return S.DL1_PARAMETER_GROUPS.get(group, {}).get(key, match.group(0))
+
+
+def _quality_variables(kind: str) -> dict:
+    return _dl1_quality_variables() if kind == "dl1" else QUALITY_VARIABLES
+
+
+def _parse_quality(expr: str, where: str, kind: str = "image") -> ast.Expression:
     text = expr
-    for alias, name in _QUALITY_ALIASES.items():
-        text = text.replace(alias, name)
+    if kind == "dl1":
+        text = _CTAPIPE_PARAMETER_RE.sub(_dl1_alias, text)
+    else:
+        for alias, name in _QUALITY_ALIASES.items():
+            text = text.replace(alias, name)
+    variables = _quality_variables(kind)
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as e:
@@ -187,10 +211,10 @@ def _parse_quality(expr: str, where: str) -> ast.Expression:
     for node in ast.walk(tree):
         if not isinstance(node, allowed):
             raise ConfigError(f"{where}: quality criterion {expr!r} uses unsupported syntax "
-                              f"({type(node).__name__}); use comparisons of {', '.join(QUALITY_VARIABLES)}")
-        if isinstance(node, ast.Name) and node.id not in QUALITY_VARIABLES:
+                              f"({type(node).__name__}); use comparisons of {', '.join(variables)}")
+        if isinstance(node, ast.Name) and node.id not in variables:
             raise ConfigError(f"{where}: quality criterion {expr!r} uses unknown name {node.id!r} "
-                              f"(known: {', '.join(QUALITY_VARIABLES)})")
+                              f"(known: {', '.join(variables)})")
         if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float)):
             raise ConfigError(f"{where}: quality criterion {expr!r}: only numbers are allowed as constants")
     return tree
@@ -237,12 +261,19 @@ class QualityQuery:
 
     criteria: tuple = ()  # ((name, expression), ...)
     source: str = "config"
+    #: "image": per-image summary variables (QUALITY_VARIABLES); "dl1": DL1 parameter
+    #: columns, with ctapipe's ``parameters.<group>.<field>`` spelling accepted
+    kind: str = "image"
 
     def __post_init__(self):
         for item in self.criteria:
             if not (isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, str) for x in item)):
                 raise ConfigError(f"{self.source}: quality criteria must be [name, expression] pairs, got {item!r}")
-            _parse_quality(item[1], f"{self.source}: {item[0]}")
+            _parse_quality(item[1], f"{self.source}: {item[0]}", self.kind)
+
+    def names(self) -> tuple:
+        """Variable names the criteria read (sorted)."""
+        return tuple(sorted({n.id for t in self._trees() for n in ast.walk(t) if isinstance(n, ast.Name)}))
 
     def evaluate(self, variables: Mapping[str, np.ndarray], n: int) -> np.ndarray:
         """``(n,)`` bool: True where every criterion holds."""
@@ -254,7 +285,7 @@ class QualityQuery:
     def _trees(self):
         trees = self.__dict__.get("_parsed")
         if trees is None:
-            trees = tuple(_parse_quality(expr, name) for name, expr in self.criteria)
+            trees = tuple(_parse_quality(expr, name, self.kind) for name, expr in self.criteria)
             object.__setattr__(self, "_parsed", trees)  # frozen dataclass: cache the parse once
         return trees
 
@@ -288,15 +319,43 @@ class R1ToDL1Config:
                 "write_images": self.write_images}
 
 
+# ctapipe 0.28's StereoQualityQuery defaults, in DL1 column names
+CTAPIPE_STEREO_QUALITY = (("> 50 phe", "hillas_intensity_pe > 50"), ("Positive width", "hillas_width_deg > 0"),
+                          ("> 3 pixels", "morphology_n_pixels > 3"))
+DL2_METHODS = ("HillasReconstructor",)
+
+
+@dataclass(frozen=True)
+class DL1ToDL2Config:
+    """Configuration of ``dvp dl1-to-dl2`` (defaults: ctapipe 0.28's ShowerProcessor).
+
+    ``[dl1_to_dl2] method = "HillasReconstructor"`` and
+    ``[dl1_to_dl2.quality] criteria = [["name", "expression"], ...]`` over DL1 parameter
+    columns (ctapipe's ``parameters.hillas.intensity`` spelling is accepted too).
+    ``focal_length_choice`` picks the focal length that converts the camera radius to
+    degrees (it only sets the length of the axis segment, so results do not depend on it
+    beyond rounding).
+    """
+
+    method: str = "HillasReconstructor"
+    quality: QualityQuery = field(default_factory=lambda: QualityQuery(CTAPIPE_STEREO_QUALITY, "defaults", "dl1"))
+    focal_length_choice: str = "equivalent"
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "quality": {"criteria": [list(c) for c in self.quality.criteria]},
+                "focal_length_choice": self.focal_length_choice}
+
+
 @dataclass(frozen=True)
 class Config:
     """All stage configurations."""
 
     r1_to_dl1: R1ToDL1Config = field(default_factory=R1ToDL1Config)
+    dl1_to_dl2: DL1ToDL2Config = field(default_factory=DL1ToDL2Config)
     source: str = "defaults"
 
     def to_dict(self) -> dict:
-        return {"r1_to_dl1": self.r1_to_dl1.to_dict()}
+        return {"r1_to_dl1": self.r1_to_dl1.to_dict(), "dl1_to_dl2": self.dl1_to_dl2.to_dict()}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -350,6 +409,30 @@ def _r1_to_dl1(raw: Mapping, source: str) -> R1ToDL1Config:
         raise ConfigError(f"{source}: r1_to_dl1.invalid_pixel_handler must be one of {INVALID_PIXEL_HANDLERS}, "
                           f"got {cfg.invalid_pixel_handler!r}")
     return cfg
+
+
+def _dl1_to_dl2(raw: Mapping, source: str) -> DL1ToDL2Config:
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        where = f"{source}: dl1_to_dl2.{key}"
+        if key == "quality":
+            if not isinstance(value, Mapping) or set(value) - {"criteria"}:
+                raise ConfigError(f"{where}: expected a table with 'criteria' only")
+            crit = value.get("criteria", [])
+            if not isinstance(crit, list):
+                raise ConfigError(f"{where}.criteria: expected a list of [name, expression]")
+            kwargs[key] = QualityQuery(tuple(tuple(c) if isinstance(c, list) else c for c in crit), source, "dl1")
+        elif key == "method":
+            if value not in DL2_METHODS:
+                raise ConfigError(f"{where}: unknown method {value!r} (known: {', '.join(DL2_METHODS)})")
+            kwargs[key] = value
+        elif key == "focal_length_choice":
+            if value not in FOCAL_LENGTH_CHOICES:
+                raise ConfigError(f"{where}: must be one of {FOCAL_LENGTH_CHOICES}, got {value!r}")
+            kwargs[key] = value
+        else:
+            raise ConfigError(f"{source}: unknown key 'dl1_to_dl2.{key}' (known: method, quality, focal_length_choice)")
+    return DL1ToDL2Config(**{**DL1ToDL2Config().__dict__, **kwargs})
 
 
 def _read_file(path: Path) -> dict:
@@ -412,11 +495,12 @@ def load_config(path=None, overrides=()) -> Config:
     for o in overrides:
         apply_override(data, o)
         source = f"{source} (with --set)" if "--set" not in source else source
-    known = {"r1_to_dl1"}
+    known = {"r1_to_dl1", "dl1_to_dl2"}
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"{source}: unknown key {sorted(unknown)[0]!r} (known sections: {', '.join(sorted(known))})")
-    raw = data.get("r1_to_dl1", {})
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{source}: r1_to_dl1 must be a table")
-    return Config(r1_to_dl1=_r1_to_dl1(raw, source), source=source)
+    for section in known:
+        if not isinstance(data.get(section, {}), Mapping):
+            raise ConfigError(f"{source}: {section} must be a table")
+    return Config(r1_to_dl1=_r1_to_dl1(data.get("r1_to_dl1", {}), source),
+                  dl1_to_dl2=_dl1_to_dl2(data.get("dl1_to_dl2", {}), source), source=source)

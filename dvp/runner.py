@@ -291,3 +291,86 @@ def r1_to_dl1(inputs, output, config=None, *, overwrite=False, write_images=None
         pw.path("provenance.json").write_text(json.dumps(record, indent=1, default=str))
         pw.commit()
     return summary
+
+
+# -- DL1 → DL2 ------------------------------------------------------------------------
+
+def dl1_to_dl2(inputs, output, config=None, *, overwrite=False, progress=None, command="dl1-to-dl2") -> RunSummary:
+    """Reconstruct the stereo geometry of DL1 product directories into one DL2 product directory.
+
+    Writes ``dl2/part-00000.parquet`` (one row per array event, true values joined for
+    simulations) and ``dl2_telescopes/part-00000.parquet`` (one row per telescope event:
+    impact distance, used flag), and carries instrument/, simulation/ and trigger/ over.
+    Only the parameter columns the reconstruction needs are read, so memory is about
+    100 bytes per telescope event.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from .config import Config
+    from .instrument.subarray import SubarrayDescription
+    from .stages.dl1_to_dl2 import dl1_to_dl2 as stage
+    from .stages.dl1_to_dl2 import required_columns
+
+    config = config or Config()
+    cfg = config.dl1_to_dl2
+    products = expand_products(inputs, "dl1")
+    if not products:
+        raise DvpError("no input product directories given")
+    t0 = time.perf_counter()
+    subarray = SubarrayDescription.read(products[0])
+    columns = list(required_columns(cfg))
+    work = []
+    for p in products:
+        if p != products[0] and SubarrayDescription.read(p).fingerprint() != subarray.fingerprint():
+            raise InputError(p, f"instrument differs from {products[0]}; process different arrays separately")
+        files = _level_files(p, "dl1")
+        work.append((p, [(f, _open_checked(f, S.DL1_EVENTS, columns)) for _, f in files]))
+    sim = _read_simulation(products)
+    showers = sim.get("showers.parquet", (None, None))[0]
+    triggers = [pq.read_table(p / "trigger" / "part-00000.parquet") for p in products
+                if (p / "trigger" / "part-00000.parquet").is_file()]
+    trigger = _concat(triggers, S.R1_TRIGGER) if triggers else None
+    summary = RunSummary(output=Path(output), n_inputs=len(products))
+    prov = start_record(command, products, config.to_dict())
+    events_out, tels_out = [], []
+    n_in = 0
+    if progress:
+        progress(0, sum(pf.metadata.num_rows for _, files in work for _, pf in files))
+    for p, files in work:
+        parts = []
+        for f, pf in files:
+            try:
+                parts.append(pf.read(columns=columns))
+            except (OSError, pa.ArrowException) as e:
+                raise InputError(f, f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
+        dl1 = _concat(parts, S.DL1_EVENTS) if parts else None
+        if dl1 is None or dl1.num_rows == 0:
+            continue
+        ev, tel = stage(dl1, subarray, cfg, array_pointing=trigger, showers=showers, source=str(p / "dl1"))
+        events_out.append(ev)
+        tels_out.append(tel)
+        n_in += dl1.num_rows
+        if progress:
+            progress(dl1.num_rows)
+    events = _concat(events_out, S.DL2_EVENTS)
+    tels = _concat(tels_out, S.DL2_TELESCOPE_EVENTS)
+    with ProductWriter(output, overwrite=overwrite) as pw:
+        write_table(events, pw.path("dl2", "part-00000.parquet"), S.DL2_EVENTS, prov)
+        write_table(tels, pw.path("dl2_telescopes", "part-00000.parquet"), S.DL2_TELESCOPE_EVENTS, prov)
+        subarray.write(pw.tmp, lambda t, p, n: write_table(t, p, n, prov))
+        for fname, (table, schema_name) in sim.items():
+            write_table(table, pw.path("simulation", fname), schema_name, prov)
+        if trigger is not None:
+            write_table(trigger, pw.path("trigger", "part-00000.parquet"), S.R1_TRIGGER, prov)
+        summary.n_array_events = events.num_rows
+        summary.n_tel_events = {"dl1": n_in}
+        summary.seconds = time.perf_counter() - t0
+        n_valid = int(pc.sum(events.column(S.RECO_IS_VALID)).as_py() or 0) if events.num_rows else 0
+        record = dict(prov, stop=now(), seconds=round(summary.seconds, 3),
+                      counts={"telescope_events_in": n_in, "array_events_out": events.num_rows,
+                              "valid_reconstructions": n_valid},
+                      levels=["instrument", "simulation", "dl2"])
+        pw.path("provenance.json").write_text(json.dumps(record, indent=1, default=str))
+        pw.commit()
+    return summary

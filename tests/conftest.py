@@ -65,6 +65,7 @@ def run_cli(*args, cwd=None):
 
 def pytest_terminal_summary(terminalreporter):
     """Print the DL1 parity table (fraction of telescope events matching ctapipe per column)."""
+    _dl2_parity_summary(terminalreporter)
     mod = sys.modules.get("tests.test_dl1_parity")
     parity = getattr(mod, "PARITY", None)
     if not parity:
@@ -73,3 +74,25 @@ def pytest_terminal_summary(terminalreporter):
     tr.section("DL1 parity with ctapipe 0.28 (rtol 1e-4, atol 1e-5)")
     for col, (ok, n) in parity.items():
         tr.write_line(f"{col:42s} {ok:5d}/{n:<5d} {100.0 * ok / max(n, 1):6.2f} %")
+
+
+def _dl2_parity_summary(tr):
+    parity = getattr(sys.modules.get("tests.test_dl2_parity"), "PARITY", None)
+    if not parity:
+        return
+    tr.section("DL2 parity with ctapipe 0.28 (array events)")
+    for col, (ok, n) in parity.items():
+        tr.write_line(f"{col:42s} {ok:5d}/{n:<5d} {100.0 * ok / max(n, 1):6.2f} %")
+
+
+@pytest.fixture(scope="session")
+def dl2_products(dl1_products, tmp_path_factory):
+    """Every DL1 product of ``dl1_products`` reconstructed to DL2, default config."""
+    from dvp.runner import dl1_to_dl2
+
+    base = tmp_path_factory.mktemp("dl2")
+    out = {}
+    for name, product in dl1_products.items():
+        out[name] = base / name
+        dl1_to_dl2([product], out[name])
+    return out
