@@ -28,6 +28,8 @@ demo: install
 	$(PY) -c "import polars as pl; print(pl.scan_parquet('$(DEMO_OUT)/prod5-protons/r1/**/*.parquet', hive_partitioning=True).group_by('tel_type').agg(pl.len().alias('tel_events'), pl.col('event_id').n_unique().alias('array_events')).collect())"
 	$(VENV)/bin/dvp r1-to-dl1 $(DEMO_OUT)/prod5-protons -o $(DEMO_OUT)/prod5-protons-dl1
 	$(VENV)/bin/dvp r1-to-dl1 $(DEMO_OUT)/lst-muons -o $(DEMO_OUT)/lst-muons-dl1 --config configs/base.toml
+	$(VENV)/bin/dvp dl1-to-dl2 $(DEMO_OUT)/prod5-protons-dl1 -o $(DEMO_OUT)/prod5-protons-dl2
+	$(PY) -c "import polars as pl; print(pl.read_parquet('$(DEMO_OUT)/prod5-protons-dl2/dl2/*.parquet').select('event_id', 'n_tels_used', 'reco_is_valid', 'reco_alt_deg', 'true_alt_deg', 'reco_az_deg', 'true_az_deg', 'reco_h_max_m', 'true_energy_tev'))"
 	$(PY) -c "import polars as pl; print(pl.scan_parquet('$(DEMO_OUT)/*-dl1/dl1/**/*.parquet', hive_partitioning=True).group_by('tel_type').agg(pl.len().alias('tel_events'), pl.col('is_valid').sum().alias('parameterised'), pl.col('hillas_intensity_pe').median(), pl.col('hillas_width_deg').median(), pl.col('morphology_n_islands').max()).sort('tel_type').collect())"
 
 test: install
