@@ -132,6 +132,23 @@ def _check(path, fast_expected: dict[str, bool], columns=None):
     return pf
 
 
+@pytest.fixture(params=["numba", "python"])
+def levels(request, monkeypatch):
+    """Run the reader with the compiled level check and with its pure-Python reference."""
+    monkeypatch.setattr(F, "_check_levels", F._check_levels_nb if request.param == "numba" else F._check_levels_py)
+    return request.param
+
+
+@pytest.fixture(params=["cached", "uncached"])
+def header_cache(request, monkeypatch):
+    """Page headers decoded through the cache of decoded headers, or each one afresh."""
+    monkeypatch.setattr(F, "_HEADERS", {})
+    monkeypatch.setattr(F, "_HEADER_LENS", [])
+    if request.param == "uncached":
+        monkeypatch.setattr(F, "_MAX_CACHED_HEADER", -1)
+    return request.param
+
+
 # --------------------------------------------------------------------------------------
 # Thrift compact protocol and level streams
 # --------------------------------------------------------------------------------------
@@ -213,6 +230,135 @@ def test_repetition_levels(monkeypatch, small_run):
         F._count_row_starts(ones, 0, len(ones), 3, 2, 4)
 
 
+def _rle_hybrid(levels, bit_width: int, rng) -> bytes:
+    """An RLE / bit-packed hybrid encoding of ``levels`` with randomly chosen run kinds."""
+    out, i, levels = bytearray(), 0, list(levels)
+    vbytes = (bit_width + 7) // 8
+    while i < len(levels):
+        if rng.random() < 0.5:  # RLE run of the current value
+            j = i
+            while j < len(levels) and levels[j] == levels[i] and j - i < rng.integers(1, 40):
+                j += 1
+            out += _uvarint((j - i) << 1) + int(levels[i]).to_bytes(vbytes, "little")
+            i = j
+        else:  # bit-packed groups (the last one padded with junk)
+            groups = int(rng.integers(1, 6))
+            vals = levels[i:i + 8 * groups]
+            vals = vals + list(rng.integers(0, 1 << bit_width, 8 * groups - len(vals)))
+            bits = np.array([(v >> k) & 1 for v in vals for k in range(bit_width)], np.uint8)
+            out += _uvarint((groups << 1) | 1) + np.packbits(bits, bitorder="little").tobytes()
+            i += 8 * groups
+    return bytes(out)
+
+
+def _both_levels(buf, rep, dfn, def_width, n, first, list_size, max_def):
+    """Compiled and reference level checks: the same rows, or both refuse."""
+    results = []
+    for check in (F._check_levels_nb, F._check_levels_py):
+        try:
+            results.append(check(buf, rep, dfn, def_width, n, first, list_size, max_def))
+        except F._Unsupported:
+            results.append(None)
+    assert results[0] == results[1], (results, bytes(buf).hex(), rep, dfn, def_width, n, first, list_size, max_def)
+    return results[0]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_levels_numba_equals_reference(seed):
+    """Random valid and damaged level streams: numba and Python agree on every one."""
+    rng = np.random.default_rng(seed)
+    list_size = int(rng.choice([1, 2, 3, 7, 8, 9, 16, 37, 100]))
+    max_def = int(rng.choice([1, 2, 3, 7]))
+    def_width = max_def.bit_length()
+    first = int(rng.integers(0, 3 * list_size))
+    n = int(rng.integers(1, 400))
+    rep_levels = [0 if (first + k) % list_size == 0 else 1 for k in range(n)]
+    def_levels = [max_def] * n
+    rep = _rle_hybrid(rep_levels, 1, rng)
+    dfn = _rle_hybrid(def_levels, def_width, rng)
+    buf = rep + dfn
+    spans = ((0, len(rep)), (len(rep), len(buf)))
+    want = sum(1 for v in rep_levels if v == 0)
+    assert _both_levels(buf, *spans, def_width, n, first, list_size, max_def) == want
+    _both_levels(buf, *spans, def_width, n - 1, first, list_size, max_def)  # a prefix (an RLE run may overshoot)
+    for args in ((n + 1, first, list_size, max_def), (n, first + 1, list_size, max_def),
+                 (n, first, list_size + 1, max_def), (n, first, list_size, max_def - 1)):
+        _both_levels(buf, *spans, def_width, *args)
+    for _ in range(300):  # damaged bytes, truncated streams
+        d = bytearray(buf)
+        for _ in range(int(rng.integers(1, 4))):
+            d[int(rng.integers(len(d)))] ^= int(rng.integers(1, 256))
+        _both_levels(d, *spans, def_width, n, first, list_size, max_def)
+        cut = int(rng.integers(0, len(buf)))
+        _both_levels(buf[:cut], (0, min(cut, len(rep))), (min(cut, len(rep)), cut), def_width, n, first,
+                     list_size, max_def)
+    for _ in range(100):  # random bytes
+        d = rng.integers(0, 256, int(rng.integers(0, 40)), dtype=np.uint8).tobytes()
+        k = int(rng.integers(0, len(d) + 1))
+        _both_levels(d, (0, k), (k, len(d)), def_width, int(rng.integers(1, 200)), first, list_size, max_def)
+
+
+def test_levels_numba_edge_cases():
+    one = _uvarint(1 << 1) + bytes([0])  # a single row start
+    ones = _uvarint(8 << 1) + bytes([1])
+    dfn = _uvarint(9 << 1) + bytes([1])
+    buf = one + ones + dfn
+    spans = ((0, len(one) + len(ones)), (len(one) + len(ones), len(buf)))
+    assert _both_levels(buf, *spans, 1, 9, 0, 9, 1) == 1
+    assert _both_levels(buf, *spans, 1, 9, 0, 8, 1) is None  # row start missing at 8
+    huge = bytes([0xFF] * 9 + [0x01]) + bytes(8)  # a 10-byte run header
+    assert _both_levels(huge, (0, len(huge)), (0, 0), 1, 5, 0, 5, 1) is None
+    zero_runs = _uvarint(0) + bytes([5]) + one  # an empty RLE run of any value is ignored
+    assert _both_levels(zero_runs + dfn[:0] + _uvarint(1 << 1) + bytes([1]), (0, len(zero_runs)),
+                        (len(zero_runs), len(zero_runs) + 2), 1, 1, 0, 4, 1) == 1
+    with pytest.raises(F._Unsupported):  # out of the compiled integer range: refused, not wrapped
+        F._check_levels_nb(buf, *spans, 1, 9, 2**62, 9, 1)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.uint8, np.uint16])
+def test_narrow(dtype):
+    info = np.iinfo(dtype)
+    src = np.array([info.min, info.max, 0, 1, info.max - 1], np.int32)
+    dst = np.empty(src.size, dtype)
+    assert F._narrow_nb(src, dst, info.min, info.max)
+    np.testing.assert_array_equal(dst, src.astype(dtype))
+    for bad in (int(info.min) - 1, int(info.max) + 1, -2**31, 2**31 - 1):
+        s = src.copy()
+        s[2] = bad
+        assert not F._narrow_nb(s, dst, info.min, info.max)
+    assert F._narrow_nb(src[:0], dst[:0], info.min, info.max)
+
+
+def test_int8_out_of_range_on_disk(tmp_path):
+    """An INT32 value outside the declared int8 range: refused (never wrapped)."""
+    n = 8
+    t = pa.table({"gains": _fsl(pa.array(np.arange(n * 5) % 2, pa.int8()), 5)})
+    good = _write(tmp_path / "good.parquet", t, compression="none")
+    pf = pq.ParquetFile(good)
+    assert read_fixed_size_list(good, pf.metadata, 0, "gains") is not None
+    _, _, lend = _page_spans(good, pf, 0)[0]
+    data = bytearray(open(good, "rb").read())
+    assert data[lend:lend + 4] == bytes(4)  # the first value, 0 as a little-endian INT32
+    for patch in (b"\x80\x00", b"\x00\x01", b"\xff\xff"):  # 128, 256, 65535
+        d = bytearray(data)
+        d[lend:lend + 2] = patch
+        bad = tmp_path / "bad.parquet"
+        bad.write_bytes(d)
+        assert read_fixed_size_list(bad, pf.metadata, 0, "gains") is None
+
+
+def test_header_cache_reuse(tmp_path, header_cache):
+    """Identical page headers (same size, no statistics) are decoded once, then reused."""
+    t = _table(30, 200, pa.float32())
+    path = _write(tmp_path / "t.parquet", t, data_page_size=2000, write_statistics=False, row_group_size=10)
+    pf = _check(path, {"waveform": True})
+    _check(path, {"waveform": True})
+    if header_cache == "cached":
+        assert 0 < len(F._HEADERS) < 3 * len(_page_spans(path, pf))
+    else:
+        assert not F._HEADERS
+
+
 # --------------------------------------------------------------------------------------
 # Fast path: types, list sizes, rows, pages, row groups
 # --------------------------------------------------------------------------------------
@@ -229,7 +375,7 @@ def test_types_sizes_rows(tmp_path, value_type, list_size, n_rows):
 
 
 @pytest.mark.parametrize("small_run", [F._SMALL_RUN, 0], ids=["int", "numpy"])
-def test_short_lists_many_rows(tmp_path, monkeypatch, small_run):
+def test_short_lists_many_rows(tmp_path, monkeypatch, levels, small_run):
     """Bit-packed repetition levels (lists of 3), checked by either branch (pyarrow's
     literal runs hold at most 512 levels, so only other writers reach the numpy one)."""
     monkeypatch.setattr(F, "_SMALL_RUN", small_run)
@@ -417,7 +563,7 @@ def _page_spans(path, pf, j=1):
 
 
 @pytest.mark.parametrize("version", ["1.0", "2.0"])
-def test_corrupted_headers_and_levels(tmp_path, version):
+def test_corrupted_headers_and_levels(tmp_path, version, levels, header_cache):
     """Flip every bit pattern of every page header byte (and the level bytes): the fast
     path returns None or exactly the original values, never anything else."""
     t = _table(12, 37, pa.float32())

@@ -8,11 +8,14 @@ and no dictionary, its column chunk is just a sequence of pages whose value
 sections are the raw little-endian numbers, so we can read them ourselves:
 
 1. locate the column chunk from the footer metadata;
-2. parse each page header (Thrift compact protocol, decoded here);
+2. parse each page header (Thrift compact protocol, decoded here; a header whose
+   bytes were seen before is not decoded again);
 3. decode the level streams only run by run, to *verify* that the column is a
    plain table of full lists (no null list, no null element, exactly
-   ``list_size`` values a row);
-4. ``preadv`` the value sections straight into the output array (one copy).
+   ``list_size`` values a row): compiled with numba (:func:`_levels_nb`), with a
+   pure-Python reference (:func:`_check_levels_py`) the tests compare it with;
+4. ``preadv`` the value sections straight into the output array (one copy), the
+   next page's header and levels with them.
 
 Anything that is not this simple layout (compression, dictionary, other
 encodings, nulls, unknown page types, inconsistent sizes, a damaged header)
@@ -24,10 +27,12 @@ from __future__ import annotations
 import os
 import struct
 import sys
+import weakref
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from numba import njit
 
 __all__ = ["read_row_group", "read_fixed_size_list"]
 
@@ -298,6 +303,238 @@ def _count_row_starts(buf, pos: int, end: int, n: int, first: int, list_size: in
     return zeros
 
 
+def _check_levels_py(buf, rep: tuple[int, int], dfn: tuple[int, int], def_width: int, n: int,
+                     first: int, list_size: int, max_def: int) -> int:
+    """Reference (pure Python) level check of one page -> rows started; raises :class:`_Unsupported`."""
+    rows = _count_row_starts(buf, rep[0], rep[1], n, first, list_size)
+    _check_def_levels(buf, dfn[0], dfn[1], def_width, n, max_def)
+    return rows
+
+
+# A level-run header is a varint of (count << 1 | kind); count <= a page's value count, an
+# i32 in the Parquet format, so a valid header never takes more than 5 bytes (35 bits).
+_MAX_RUN_VARINT_BYTES = 5
+
+
+@njit(cache=True, nogil=True)
+def _run_header(buf, pos, end):
+    """Varint level-run header at ``buf[pos]`` -> (value, new pos); value -1: damaged."""
+    result = np.int64(0)
+    shift = 0
+    while True:
+        if pos >= end or shift >= 7 * _MAX_RUN_VARINT_BYTES:
+            return np.int64(-1), pos
+        b = np.int64(buf[pos])
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+
+
+@njit(cache=True, nogil=True)
+def _rep_levels_nb(buf, pos, end, n, first, list_size):
+    """:func:`_count_row_starts` over a uint8 array: rows started, or -1 (not the simple layout)."""
+    zeros = np.int64(0)
+    i = np.int64(0)
+    while i < n:
+        h, pos = _run_header(buf, pos, end)
+        if h < 0:
+            return -1
+        if h & 1:  # bit-packed, bit width 1: h >> 1 groups of 8 levels in as many bytes
+            groups = h >> 1
+            if groups == 0 or pos + groups > end:
+                return -1
+            count = min(groups * 8, n - i)
+            p = first + i
+            nxt = (-(-p // list_size)) * list_size - p  # next row start, relative to the run
+            j = np.int64(0)
+            while j < count:
+                if (j & 7) == 0 and j + 8 <= count and nxt >= j + 8:
+                    if buf[pos + (j >> 3)] != 0xFF:  # eight continuation levels
+                        return -1
+                    j += 8
+                    continue
+                bit = (buf[pos + (j >> 3)] >> (j & 7)) & 1
+                if j == nxt:
+                    if bit != 0:
+                        return -1
+                    zeros += 1
+                    nxt += list_size
+                elif bit != 1:
+                    return -1
+                j += 1
+            pos += groups
+        else:  # RLE: h >> 1 copies of one level stored in one byte
+            count = h >> 1
+            if pos + 1 > end or count > n - i:
+                return -1
+            v = buf[pos]
+            pos += 1
+            if count:
+                p = first + i
+                s0 = (-(-p // list_size)) * list_size
+                if v == 0:
+                    if list_size != 1 and (count != 1 or p % list_size):
+                        return -1
+                    zeros += count
+                elif v == 1:
+                    if s0 < p + count:  # a row start inside a run of continuations
+                        return -1
+                else:
+                    return -1
+        i += count
+    return zeros
+
+
+@njit(cache=True, nogil=True)
+def _def_levels_nb(buf, pos, end, bit_width, n, max_def):
+    """:func:`_check_def_levels` over a uint8 array: True if every level is ``max_def``."""
+    vbytes = (bit_width + 7) // 8
+    i = np.int64(0)
+    while i < n:
+        h, pos = _run_header(buf, pos, end)
+        if h < 0:
+            return False
+        if h & 1:
+            groups = h >> 1
+            nbytes = groups * bit_width
+            if groups == 0 or pos + nbytes > end:
+                return False
+            count = min(groups * 8, n - i)
+            for j in range(count):
+                b0 = j * bit_width
+                v = 0
+                for k in range(bit_width):
+                    b = b0 + k
+                    v |= ((np.int64(buf[pos + (b >> 3)]) >> (b & 7)) & 1) << k
+                if v != max_def:
+                    return False
+            pos += nbytes
+        else:
+            count = h >> 1
+            if pos + vbytes > end or count > n - i:
+                return False
+            v = np.int64(0)
+            for k in range(vbytes):
+                v |= np.int64(buf[pos + k]) << (8 * k)
+            pos += vbytes
+            if count and v != max_def:
+                return False
+        i += count
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _levels_nb(buf, rep_lo, rep_hi, def_lo, def_hi, def_width, n, first, list_size, max_def):
+    """Both level streams of one page: rows started, or -1."""
+    rows = _rep_levels_nb(buf, rep_lo, rep_hi, n, first, list_size)
+    if rows < 0 or not _def_levels_nb(buf, def_lo, def_hi, def_width, n, max_def):
+        return -1
+    return rows
+
+
+# the numba path's integers are int64: larger values (only in damaged headers) are refused
+_I64_MAX = (1 << 63) - 1
+
+
+def _check_levels_nb(buf, rep: tuple[int, int], dfn: tuple[int, int], def_width: int, n: int,
+                     first: int, list_size: int, max_def: int) -> int:
+    """Compiled :func:`_check_levels_py` (same result, same refusals)."""
+    if first + n > _I64_MAX // 2 or list_size > _I64_MAX // 2 or max_def > _I64_MAX:
+        raise _Unsupported("level counts out of range")
+    rows = _levels_nb(np.frombuffer(buf, np.uint8), rep[0], rep[1], dfn[0], dfn[1], def_width, n,
+                      first, list_size, max_def)
+    if rows < 0:
+        raise _Unsupported("repetition or definition levels not those of full lists")
+    return rows
+
+
+# the level check used by the reader (tests swap in the reference to compare both)
+_check_levels = _check_levels_nb
+
+
+@njit(cache=True, nogil=True)
+def _narrow_nb(src, dst, lo, hi):
+    """``dst[:] = src`` if every value lies in ``[lo, hi]`` (-> True), else False."""
+    bad = False
+    for k in range(src.size):  # branch-free: vectorised
+        v = src[k]
+        bad |= (v < lo) | (v > hi)
+        dst[k] = v
+    return not bad
+
+
+# --------------------------------------------------------------------------------------
+# Page headers: decoded once per distinct header
+# --------------------------------------------------------------------------------------
+
+# Page headers of one column are usually identical from page to page and row group to row
+# group (same value count and size, no statistics). Parsing is deterministic and a header
+# that parsed to its STOP byte reads no byte past it (and needs no more buffer than its own
+# length), so a probe starting with exactly the bytes of a header seen before decodes to the
+# same result: the checked summary of each header is kept by its bytes.
+_HEADERS: dict[bytes, tuple] = {}
+_HEADER_LENS: list[int] = []
+_MAX_HEADER_LENS = 8
+_MAX_HEADERS = 1024
+_MAX_CACHED_HEADER = 256
+
+
+def _page_summary(hdr: dict) -> tuple:
+    """Check a decoded page header -> ``(v2, size, n, v2_levels)``.
+
+    ``v2``: a DATA_PAGE_V2; ``size``: page bytes after the header; ``n``: values (and
+    levels); ``v2_levels``: ``(rep_len, def_len, num_rows)`` of a v2 page, else None.
+    Raises :class:`_Unsupported` for anything but an uncompressed PLAIN data page without
+    nulls (v1 level encodings RLE).
+    """
+    ptype = hdr.get(1)
+    size = hdr.get(3)
+    if not isinstance(size, int) or size < 0 or hdr.get(2) != size:
+        raise _Unsupported("bad page sizes")  # uncompressed: both sizes must agree
+    if ptype == _DATA_PAGE and isinstance(hdr.get(5), dict):
+        dp = hdr[5]
+        if dp.get(2) != _PLAIN or dp.get(3) != _RLE or dp.get(4) != _RLE:
+            raise _Unsupported("page encodings")
+        v2_levels = None
+    elif ptype == _DATA_PAGE_V2 and isinstance(hdr.get(8), dict):
+        dp = hdr[8]
+        rep_len, def_len = dp.get(6), dp.get(5)
+        if dp.get(4) != _PLAIN or dp.get(2) != 0 or not isinstance(rep_len, int) \
+                or not isinstance(def_len, int) or rep_len < 0 or def_len < 0:
+            raise _Unsupported("page encoding or nulls")
+        if rep_len + def_len > size:
+            raise _Unsupported("bad level lengths")
+        v2_levels = (rep_len, def_len, dp.get(3))
+    else:  # dictionary, index or unknown page type
+        raise _Unsupported(f"page type {ptype}")
+    n = dp.get(1)
+    if not isinstance(n, int) or n <= 0:
+        raise _Unsupported("bad page value count")
+    return v2_levels is not None, size, n, v2_levels
+
+
+def _page_header(head: bytes) -> tuple[tuple, int]:
+    """(:func:`_page_summary`, header length) of the page header at ``head[0]``."""
+    for hlen in _HEADER_LENS:
+        if hlen <= len(head):
+            hit = _HEADERS.get(head[:hlen])
+            if hit is not None:
+                return hit, hlen
+    hdr, hlen = _read_struct(head, 0, len(head))
+    summary = _page_summary(hdr)
+    if hlen <= _MAX_CACHED_HEADER:
+        if len(_HEADERS) >= _MAX_HEADERS:
+            _HEADERS.clear()
+            _HEADER_LENS.clear()
+        if hlen not in _HEADER_LENS and len(_HEADER_LENS) < _MAX_HEADER_LENS:
+            _HEADER_LENS.append(hlen)
+        if hlen in _HEADER_LENS:
+            _HEADERS[bytes(head[:hlen])] = summary
+    return summary, hlen
+
+
 # --------------------------------------------------------------------------------------
 # Column chunk reader
 # --------------------------------------------------------------------------------------
@@ -317,6 +554,17 @@ def _preadv_exact(fd: int, view: memoryview, offset: int) -> None:
         if got <= 0:
             raise _Unsupported("file shorter than its metadata says")
         done += got
+
+
+def _preadv_all(fd: int, views: list, offset: int) -> None:
+    """Fill the buffers ``views`` from consecutive file bytes starting at ``offset``."""
+    got = os.preadv(fd, views, offset)
+    for view in views:
+        n = len(view)
+        if got < n:  # short read (or end of file): finish buffer by buffer
+            _preadv_exact(fd, memoryview(view)[max(got, 0):], offset + max(got, 0))
+        got -= n
+        offset += n
 
 
 def _check_footer(fd: int, pf_metadata) -> None:
@@ -387,30 +635,25 @@ def _read_chunk(fd: int, cc, n_rows: int, list_size: int, disk_dtype: np.dtype, 
     out_bytes = memoryview(out).cast("B")
     pos, done, rows = start, 0, 0
     probe = _PROBE
+    head = None  # the bytes at pos, when the previous read brought them along
     while done < total:
         if pos >= end:
             raise _Unsupported("column chunk ends before all values")
-        head = _pread_exact(fd, min(probe, end - pos), pos)
+        if head is None:
+            head = _pread_exact(fd, min(probe, end - pos), pos)
         try:
-            hdr, hlen = _read_struct(head, 0, len(head))
+            (v2, size, n, v2_levels), hlen = _page_header(head)
         except _Truncated:
             if len(head) == end - pos or probe >= _MAX_HEADER:
                 raise _Unsupported("damaged page header") from None
             probe *= 4  # large statistics; retry with a bigger probe
+            head = None
             continue
-        ptype = hdr.get(1)
-        size = hdr.get(3)
-        if not isinstance(size, int) or size < 0 or hdr.get(2) != size:
-            raise _Unsupported("bad page sizes")  # uncompressed: both sizes must agree
         body = pos + hlen
         if body + size > end:
             raise _Unsupported("page runs past the column chunk")
 
-        if ptype == _DATA_PAGE and isinstance(hdr.get(5), dict):
-            dp = hdr[5]
-            n = dp.get(1)
-            if dp.get(2) != _PLAIN or dp.get(3) != _RLE or dp.get(4) != _RLE:
-                raise _Unsupported("page encodings")
+        if not v2:
             # v1: <u32 len><rep levels><u32 len><def levels><values>
             if hlen + 8 > len(head):
                 lv = _pread_exact(fd, min(size, 8 + _PROBE), body)
@@ -431,48 +674,45 @@ def _read_chunk(fd: int, cc, n_rows: int, list_size: int, disk_dtype: np.dtype, 
                 lv = _pread_exact(fd, lev_bytes, body)
             rep = (4, 4 + rep_len)
             dfn = (8 + rep_len, lev_bytes)
-        elif ptype == _DATA_PAGE_V2 and isinstance(hdr.get(8), dict):
-            dp = hdr[8]
-            n = dp.get(1)
-            rep_len, def_len = dp.get(6), dp.get(5)
-            if dp.get(4) != _PLAIN or dp.get(2) != 0 or not isinstance(rep_len, int) \
-                    or not isinstance(def_len, int) or rep_len < 0 or def_len < 0:
-                raise _Unsupported("page encoding or nulls")
-            lev_bytes = rep_len + def_len
-            if lev_bytes > size:
-                raise _Unsupported("bad level lengths")
+        else:
+            rep_len, def_len, v2_rows = v2_levels
+            lev_bytes = rep_len + def_len  # <= size (checked with the header)
             lv = (memoryview(head)[hlen:hlen + lev_bytes] if hlen + lev_bytes <= len(head)
                   else _pread_exact(fd, lev_bytes, body))
             rep = (0, rep_len)
             dfn = (rep_len, lev_bytes)
-        else:  # dictionary, index or unknown page type
-            raise _Unsupported(f"page type {ptype}")
 
-        if not isinstance(n, int) or n <= 0 or n > total - done:
+        if n > total - done:
             raise _Unsupported("bad page value count")
         if size - lev_bytes != n * itemsize:  # all values present -> exactly n PLAIN values
             raise _Unsupported("page size does not match its value count")
-        page_rows = _count_row_starts(lv, rep[0], rep[1], n, done, list_size)
-        if ptype == _DATA_PAGE_V2 and dp.get(3) != page_rows:
+        page_rows = _check_levels(lv, rep, dfn, def_width, n, done, list_size, max_def)
+        if v2 and v2_rows != page_rows:
             raise _Unsupported("v2 page row count")
-        _check_def_levels(lv, dfn[0], dfn[1], def_width, n, max_def)
-        _preadv_exact(fd, out_bytes[done * itemsize:(done + n) * itemsize], body + lev_bytes)
-        rows += page_rows
-        done += n
+        # the values, and with them the start of the next page (one read instead of two)
         pos = body + size
+        values = out_bytes[done * itemsize:(done + n) * itemsize]
+        done += n
+        rows += page_rows
         probe = _PROBE
+        if done < total and pos < end:
+            nxt = bytearray(min(probe, end - pos))
+            _preadv_all(fd, [values, nxt], body + lev_bytes)
+            head = bytes(nxt)
+        else:
+            _preadv_exact(fd, values, body + lev_bytes)
+            head = None
     if pos != end or rows != n_rows:
         raise _Unsupported("column chunk does not end after its values")
 
 
 # _plan parses the schema (~0.3 ms); a runner reads many row groups of the same file, so
 # plans are kept per (file identity, metadata object, column). The footer check in
-# _read_flat still guards every read against a file rewritten since.
+# _Source still guards every read against a file rewritten since.
 _PLANS: dict = {}
 
 
-def _cached_plan(path, pf_metadata, column: str):
-    st = os.stat(path)
+def _cached_plan(path, st: os.stat_result, pf_metadata, column: str):
     key = (os.fspath(path), st.st_mtime_ns, st.st_size, pf_metadata.serialized_size, column)
     plan = _PLANS.get(key)
     if plan is None:
@@ -482,23 +722,51 @@ def _cached_plan(path, pf_metadata, column: str):
     return plan
 
 
-def _read_flat(path, pf_metadata, index: int, column: str):
+class _Source:
+    """``path`` opened once (on first use) for the columns of one row group, its footer checked."""
+
+    def __init__(self, path, pf_metadata):
+        self.path, self.md = path, pf_metadata
+        self.fd = self.st = None
+        self.ok = False
+
+    def open(self) -> int:
+        if self.fd is None:
+            self.fd = os.open(self.path, os.O_RDONLY)
+            self.st = os.fstat(self.fd)
+            _check_footer(self.fd, self.md)
+            self.ok = True
+        if not self.ok:  # the footer check failed (or raised) before
+            raise _Unsupported("file footer does not match the metadata")
+        return self.fd
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+            self.ok = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _read_flat(src: _Source, index: int, column: str):
     """(flat values in the Arrow dtype, arrow field) or raise :class:`_Unsupported`."""
-    j, field, list_size, disk_dtype, max_def = _cached_plan(path, pf_metadata, column)
+    pf_metadata = src.md
+    fd = src.open()
+    j, field, list_size, disk_dtype, max_def = _cached_plan(src.path, src.st, pf_metadata, column)
     rg = pf_metadata.row_group(index)
     n_rows = rg.num_rows
     cc = rg.column(j)
-    if cc.path_in_schema != pf_metadata.schema.column(j).path or cc.physical_type != \
-            pf_metadata.schema.column(j).physical_type:
+    scol = pf_metadata.schema.column(j)
+    if cc.path_in_schema != scol.path or cc.physical_type != scol.physical_type:
         raise _Unsupported("row group metadata does not match the schema")
     out = np.empty(n_rows * list_size, disk_dtype)
     if n_rows:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            _check_footer(fd, pf_metadata)
-            _read_chunk(fd, cc, n_rows, list_size, disk_dtype, max_def, out)
-        finally:
-            os.close(fd)
+        _read_chunk(fd, cc, n_rows, list_size, disk_dtype, max_def, out)
     elif cc.num_values != 0:
         raise _Unsupported("values in an empty row group")
     want = np.dtype(field.type.value_type.to_pandas_dtype())
@@ -507,9 +775,10 @@ def _read_flat(path, pf_metadata, index: int, column: str):
             # 8/16-bit integers are stored widened to INT32; pyarrow's writer keeps them in
             # range, anything else is not a file we understand
             info = np.iinfo(want)
-            if out.size and (out.min() < info.min or out.max() > info.max):
+            narrow = np.empty(out.size, want)
+            if not _narrow_nb(out, narrow, info.min, info.max):
                 raise _Unsupported("integer out of range of its declared width")
-            out = out.astype(want)
+            out = narrow
         else:  # uint32/uint64 stored as INT32/INT64: same bits
             out = out.view(want)
     return out, field
@@ -544,14 +813,35 @@ def read_fixed_size_list(path, pf_metadata, index: int, column: str) -> np.ndarr
     """
     if not 0 <= index < pf_metadata.num_row_groups:
         raise IndexError(f"row group {index} out of range ({pf_metadata.num_row_groups} row groups)")
+    with _Source(path, pf_metadata) as src:
+        return _read_fixed_size_list(src, index, column)
+
+
+def _read_fixed_size_list(src: _Source, index: int, column: str) -> np.ndarray | None:
     try:
-        flat, field = _read_flat(path, pf_metadata, index, column)
+        flat, field = _read_flat(src, index, column)
     except _Unsupported:
         return None
     except (ValueError, TypeError, KeyError, OverflowError, struct.error):
         # a damaged header may decode into values of the wrong kind; never guess
         return None
     return flat.reshape(-1, field.type.list_size)
+
+
+# ParquetFile.schema_arrow converts the schema on every access (~40 us)
+_SCHEMAS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _schema_arrow(pf: pq.ParquetFile) -> pa.Schema:
+    try:
+        return _SCHEMAS[pf]
+    except (KeyError, TypeError):
+        schema = pf.schema_arrow
+        try:
+            _SCHEMAS[pf] = schema
+        except TypeError:  # not weak-referenceable
+            pass
+        return schema
 
 
 def read_row_group(pf: pq.ParquetFile, path, index: int, columns: list[str] | None,
@@ -578,7 +868,7 @@ def read_row_group(pf: pq.ParquetFile, path, index: int, columns: list[str] | No
         Equal to pyarrow's result: same columns in the same order, same types and
         schema metadata; each column is a single chunk.
     """
-    schema = pf.schema_arrow
+    schema = _schema_arrow(pf)
     names = list(schema.names) if columns is None else list(dict.fromkeys(columns))
     fast_set = set(fast_columns or ())
     top = set(schema.names)
@@ -587,11 +877,15 @@ def read_row_group(pf: pq.ParquetFile, path, index: int, columns: list[str] | No
         return pf.read_row_group(index, columns=columns)
     md = pf.metadata
     fast = {}
-    for c in names:
-        if c in fast_set:
-            arr = read_fixed_size_list(path, md, index, c)
-            if arr is not None:
-                fast[c] = arr
+    wanted = [c for c in names if c in fast_set]
+    if wanted:
+        if not 0 <= index < md.num_row_groups:
+            raise IndexError(f"row group {index} out of range ({md.num_row_groups} row groups)")
+        with _Source(path, md) as src:  # one open and footer check for all the fast columns
+            for c in wanted:
+                arr = _read_fixed_size_list(src, index, c)
+                if arr is not None:
+                    fast[c] = arr
     if not fast:
         return pf.read_row_group(index, columns=columns)
     # pyarrow reads the rest (with an empty list it still gives num_rows and the metadata)
