@@ -322,14 +322,15 @@ class R1ToDL1Config:
 # ctapipe 0.28's StereoQualityQuery defaults, in DL1 column names
 CTAPIPE_STEREO_QUALITY = (("> 50 phe", "hillas_intensity_pe > 50"), ("Positive width", "hillas_width_deg > 0"),
                           ("> 3 pixels", "morphology_n_pixels > 3"))
-DL2_METHODS = ("HillasReconstructor",)
+DL2_METHODS = ("HillasReconstructor", "HillasIntersection")
 
 
 @dataclass(frozen=True)
 class DL1ToDL2Config:
     """Configuration of ``dvp dl1-to-dl2`` (defaults: ctapipe 0.28's ShowerProcessor).
 
-    ``[dl1_to_dl2] method = "HillasReconstructor"`` and
+    ``[dl1_to_dl2] method = "HillasReconstructor"`` (or ``"HillasIntersection"``, ctapipe's
+    other geometry reconstructor with its default "Konrad" weighting) and
     ``[dl1_to_dl2.quality] criteria = [["name", "expression"], ...]`` over DL1 parameter
     columns (ctapipe's ``parameters.hillas.intensity`` spelling is accepted too).
     ``focal_length_choice`` picks the focal length that converts the camera radius to

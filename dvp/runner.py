@@ -295,23 +295,162 @@ def r1_to_dl1(inputs, output, config=None, *, overwrite=False, write_images=None
 
 # -- DL1 → DL2 ------------------------------------------------------------------------
 
-def dl1_to_dl2(inputs, output, config=None, *, overwrite=False, progress=None, command="dl1-to-dl2") -> RunSummary:
+#: telescope events read per partition per step by :func:`dl1_to_dl2` (~100 bytes each)
+DL2_CHUNK_ROWS = 1 << 16
+
+
+def _keys(table: pa.Table):
+    import numpy as np
+    return (np.asarray(table.column(S.OBS_ID).to_numpy(zero_copy_only=False), np.int64),
+            np.asarray(table.column(S.EVENT_ID).to_numpy(zero_copy_only=False), np.int64))
+
+
+def _is_event_ordered(pf, path) -> bool:
+    """Whether a Parquet file's rows are in non-decreasing (obs_id, event_id) order.
+
+    dvp writes DL1 in event order within each file (simtel-to-r1 reads events in file
+    order; r1-to-dl1 keeps the row order), but a file from elsewhere, or from several
+    inputs whose obs_ids decrease, need not be: only the two key columns are read.
+    """
+    import numpy as np
+    last = None
+    try:
+        for b in pf.iter_batches(batch_size=DL2_CHUNK_ROWS, columns=[S.OBS_ID, S.EVENT_ID]):
+            o, e = _keys(pa.Table.from_batches([b]))
+            if not len(o):
+                continue
+            if last is not None and (int(o[0]), int(e[0])) < last:
+                return False
+            do, de = np.diff(o), np.diff(e)
+            if (do < 0).any() or ((do == 0) & (de < 0)).any():
+                return False
+            last = (int(o[-1]), int(e[-1]))
+    except (OSError, pa.ArrowException) as e:
+        raise InputError(path, f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
+    return True
+
+
+def _event_chunks(files, columns, chunk_rows):
+    """Tables of complete array events, in increasing (obs_id, event_id) order, from
+    event-ordered files (one per telescope type): a k-way merge by event key.
+
+    Each step reads ``chunk_rows`` rows from the file whose buffered rows end at the
+    smallest key; every buffered row with a key below that bound belongs to an event
+    that no file can add to any more, so it is complete. Memory: about ``chunk_rows``
+    rows per file plus the largest event.
+    """
+    import numpy as np
+    n = len(files)
+    iters = [pf.iter_batches(batch_size=chunk_rows, columns=columns) for _, pf in files]
+    bufs: list = [None] * n
+    done = [False] * n
+
+    def refill(i):
+        while not done[i]:
+            try:
+                b = next(iters[i])
+            except StopIteration:
+                done[i] = True
+                return
+            except (OSError, pa.ArrowException) as e:
+                raise InputError(files[i][0], f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
+            if b.num_rows:
+                t = pa.Table.from_batches([b])
+                bufs[i] = t if bufs[i] is None or not bufs[i].num_rows else pa.concat_tables([bufs[i], t])
+                return
+
+    for i in range(n):
+        refill(i)
+    out, out_rows = [], 0
+    while True:
+        active = [i for i in range(n) if not done[i]]
+        if not active:
+            out.extend(b for b in bufs if b is not None and b.num_rows)
+            if out:
+                yield pa.concat_tables(out)
+            return
+        lasts = {}
+        for i in active:
+            o, e = _keys(bufs[i].slice(bufs[i].num_rows - 1))
+            lasts[i] = (int(o[0]), int(e[0]))
+        bo, be = min(lasts.values())
+        for i in range(n):
+            if bufs[i] is None or not bufs[i].num_rows:
+                continue
+            o, e = _keys(bufs[i])
+            k = int(np.count_nonzero((o < bo) | ((o == bo) & (e < be))))  # a prefix: rows are sorted
+            if k:
+                out.append(bufs[i].slice(0, k))
+                out_rows += k
+                bufs[i] = bufs[i].slice(k)
+        if out_rows >= chunk_rows:  # collect small emissions so that each stage call has work
+            yield pa.concat_tables(out)
+            out, out_rows = [], 0
+        for i in active:
+            if lasts[i] == (bo, be):
+                refill(i)
+
+
+class _KeyedRows:
+    """A per-array-event table (trigger, showers) sorted once by (obs_id, event_id), so
+    that each chunk joins only the rows in its key range (cost per chunk, not per input)."""
+
+    def __init__(self, table: pa.Table | None):
+        import numpy as np
+        self.table = None
+        if table is None:
+            return
+        self.np = np
+        o, e = _keys(table)
+        do, de = np.diff(o), np.diff(e)
+        if (do < 0).any() or ((do == 0) & (de < 0)).any():  # dvp writes them sorted: no copy then
+            table = table.sort_by([(S.OBS_ID, "ascending"), (S.EVENT_ID, "ascending")])
+            o, e = _keys(table)
+        self.table, self.obs, self.ev = table, o, e
+
+    def _pos(self, o, e, side):
+        np = self.np
+        lo, hi = np.searchsorted(self.obs, o, "left"), np.searchsorted(self.obs, o, "right")
+        return int(lo + np.searchsorted(self.ev[lo:hi], e, side))
+
+    def rows_for(self, chunk: pa.Table) -> pa.Table | None:
+        if self.table is None:
+            return None
+        o, e = _keys(chunk)
+        i = self.np.lexsort((e, o))
+        first, last = i[0], i[-1]
+        lo, hi = self._pos(o[first], e[first], "left"), self._pos(o[last], e[last], "right")
+        return self.table.slice(lo, max(hi - lo, 0))
+
+
+def dl1_to_dl2(inputs, output, config=None, *, overwrite=False, progress=None, command="dl1-to-dl2",
+               chunk_rows: int | None = DL2_CHUNK_ROWS) -> RunSummary:
     """Reconstruct the stereo geometry of DL1 product directories into one DL2 product directory.
 
     Writes ``dl2/part-00000.parquet`` (one row per array event, true values joined for
     simulations) and ``dl2_telescopes/part-00000.parquet`` (one row per telescope event:
     impact distance, used flag), and carries instrument/, simulation/ and trigger/ over.
-    Only the parameter columns the reconstruction needs are read, so memory is about
-    100 bytes per telescope event.
+
+    Only the parameter columns the reconstruction needs are read, in chunks of complete
+    array events (a merge of the telescope-type files by event key, ``chunk_rows``
+    telescope events per file and step), and the outputs are written chunk by chunk, so
+    the DL1 part of the memory is bounded by ``chunk_rows``. A product whose files are not
+    in event order is read whole (about 100 bytes per telescope event); ``chunk_rows=None``
+    does that for every product. The trigger and simulation tables (about 130 bytes per
+    array event) are held whole, as every command carries them over. The outputs are
+    identical for any ``chunk_rows``.
     """
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from .config import Config
     from .instrument.subarray import SubarrayDescription
+    from .io.parquet import TableWriter
     from .stages.dl1_to_dl2 import dl1_to_dl2 as stage
     from .stages.dl1_to_dl2 import required_columns
 
+    if chunk_rows is not None and (int(chunk_rows) != chunk_rows or chunk_rows < 1):
+        raise DvpError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
     config = config or Config()
     cfg = config.dl1_to_dl2
     products = expand_products(inputs, "dl1")
@@ -327,50 +466,59 @@ def dl1_to_dl2(inputs, output, config=None, *, overwrite=False, progress=None, c
         files = _level_files(p, "dl1")
         work.append((p, [(f, _open_checked(f, S.DL1_EVENTS, columns)) for _, f in files]))
     sim = _read_simulation(products)
-    showers = sim.get("showers.parquet", (None, None))[0]
+    showers = _KeyedRows(sim.get("showers.parquet", (None, None))[0])
     triggers = [pq.read_table(p / "trigger" / "part-00000.parquet") for p in products
                 if (p / "trigger" / "part-00000.parquet").is_file()]
     trigger = _concat(triggers, S.R1_TRIGGER) if triggers else None
+    pointing = _KeyedRows(trigger)
     summary = RunSummary(output=Path(output), n_inputs=len(products))
     prov = start_record(command, products, config.to_dict())
-    events_out, tels_out = [], []
-    n_in = 0
+    n_in = n_valid = 0
     if progress:
         progress(0, sum(pf.metadata.num_rows for _, files in work for _, pf in files))
-    for p, files in work:
-        parts = []
-        for f, pf in files:
-            try:
-                parts.append(pf.read(columns=columns))
-            except (OSError, pa.ArrowException) as e:
-                raise InputError(f, f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
-        dl1 = _concat(parts, S.DL1_EVENTS) if parts else None
-        if dl1 is None or dl1.num_rows == 0:
-            continue
-        ev, tel = stage(dl1, subarray, cfg, array_pointing=trigger, showers=showers, source=str(p / "dl1"))
-        events_out.append(ev)
-        tels_out.append(tel)
-        n_in += dl1.num_rows
-        if progress:
-            progress(dl1.num_rows)
-    events = _concat(events_out, S.DL2_EVENTS)
-    tels = _concat(tels_out, S.DL2_TELESCOPE_EVENTS)
     with ProductWriter(output, overwrite=overwrite) as pw:
-        write_table(events, pw.path("dl2", "part-00000.parquet"), S.DL2_EVENTS, prov)
-        write_table(tels, pw.path("dl2_telescopes", "part-00000.parquet"), S.DL2_TELESCOPE_EVENTS, prov)
+        ev_out = TableWriter(pw.path("dl2", "part-00000.parquet"), S.DL2_EVENTS, prov)
+        tel_out = TableWriter(pw.path("dl2_telescopes", "part-00000.parquet"), S.DL2_TELESCOPE_EVENTS, prov)
+        for p, files in work:
+            if chunk_rows is not None and all(_is_event_ordered(pf, f) for f, pf in files):
+                chunks = _event_chunks(files, columns, int(chunk_rows))
+            else:
+                chunks = [_read_whole(files, columns)]
+            for dl1 in chunks:
+                if dl1 is None or dl1.num_rows == 0:
+                    continue
+                ev, tel = stage(dl1, subarray, cfg, array_pointing=pointing.rows_for(dl1),
+                                showers=showers.rows_for(dl1), source=str(p / "dl1"))
+                ev_out.write(ev)
+                tel_out.write(tel)
+                n_in += dl1.num_rows
+                n_valid += int(pc.sum(ev.column(S.RECO_IS_VALID)).as_py() or 0)
+                if progress:
+                    progress(dl1.num_rows)
+        ev_out.close()
+        tel_out.close()
         subarray.write(pw.tmp, lambda t, p, n: write_table(t, p, n, prov))
         for fname, (table, schema_name) in sim.items():
             write_table(table, pw.path("simulation", fname), schema_name, prov)
         if trigger is not None:
             write_table(trigger, pw.path("trigger", "part-00000.parquet"), S.R1_TRIGGER, prov)
-        summary.n_array_events = events.num_rows
+        summary.n_array_events = ev_out.rows
         summary.n_tel_events = {"dl1": n_in}
         summary.seconds = time.perf_counter() - t0
-        n_valid = int(pc.sum(events.column(S.RECO_IS_VALID)).as_py() or 0) if events.num_rows else 0
         record = dict(prov, stop=now(), seconds=round(summary.seconds, 3),
-                      counts={"telescope_events_in": n_in, "array_events_out": events.num_rows,
+                      counts={"telescope_events_in": n_in, "array_events_out": ev_out.rows,
                               "valid_reconstructions": n_valid},
                       levels=["instrument", "simulation", "dl2"])
         pw.path("provenance.json").write_text(json.dumps(record, indent=1, default=str))
         pw.commit()
     return summary
+
+
+def _read_whole(files, columns):
+    parts = []
+    for f, pf in files:
+        try:
+            parts.append(pf.read(columns=columns))
+        except (OSError, pa.ArrowException) as e:
+            raise InputError(f, f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
+    return _concat(parts, S.DL1_EVENTS) if parts else None

@@ -130,6 +130,49 @@ class PartitionedWriter:
         self._writers.clear()
 
 
+class TableWriter:
+    """Append validated batches to one Parquet file, in row groups of at least
+    ``min_row_group_bytes`` (small batches are collected first), so that a table written
+    batch by batch reads back the same as one written at once by :func:`write_table`."""
+
+    def __init__(self, path, schema_name: str, provenance: dict | None = None,
+                 min_row_group_bytes: int = ROW_GROUP_BYTES):
+        self.path = Path(path)
+        self.schema_name = schema_name
+        self.provenance = provenance
+        self.min_row_group_bytes = min_row_group_bytes
+        self.rows = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._pending: list = []
+        self._pending_bytes = 0
+
+    def write(self, table: pa.Table):
+        table = with_provenance(S.validate(table, self.schema_name, source=str(self.path)), self.provenance)
+        self._pending.append(table)
+        self._pending_bytes += table.nbytes
+        self.rows += table.num_rows
+        if self._pending_bytes >= self.min_row_group_bytes:
+            self._flush()
+
+    def _flush(self):
+        table = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self._pending, self._pending_bytes = [], 0
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(self.path, table.schema, **parquet_options(table.schema))
+        self._writer.write_table(table, row_group_size=max(1, table.num_rows))
+
+    def close(self):
+        """Write what is pending; an empty table if nothing was ever written."""
+        if self._pending:
+            self._flush()
+        if self._writer is None:
+            write_table(S.schema(self.schema_name).empty_table(), self.path, self.schema_name, self.provenance)
+        else:
+            self._writer.close()
+            self._writer = None
+
+
 class ProductWriter:
     """Build a product directory under a temporary name; :meth:`commit` renames it.
 

@@ -20,7 +20,7 @@ from .. import schemas as S
 from ..config import DL1ToDL2Config
 from ..errors import InputError
 from ..instrument.subarray import SubarrayDescription
-from ..kernels.stereo import group_events, hillas_reconstruct
+from ..kernels.stereo import group_events, hillas_intersection, hillas_reconstruct
 
 #: DL1 columns the Hillas reconstruction reads (the quality query may add more)
 DL1_INPUT_COLUMNS = (S.OBS_ID, S.EVENT_ID, S.TEL_ID, S.POINTING_ALT, S.POINTING_AZ, S.HILLAS_FOV_LON,
@@ -129,17 +129,24 @@ def dl1_to_dl2(dl1: pa.Table, subarray: SubarrayDescription, config: DL1ToDL2Con
     else:
         a_alt, a_az = first_alt, first_az
 
-    res = hillas_reconstruct(starts, _numpy(t, S.HILLAS_FOV_LON, np.float64), _numpy(t, S.HILLAS_FOV_LAT, np.float64),
-                             _numpy(t, S.HILLAS_PSI, np.float64), _numpy(t, S.HILLAS_INTENSITY, np.float64),
-                             _numpy(t, S.HILLAS_LENGTH, np.float64), _numpy(t, S.HILLAS_WIDTH, np.float64),
-                             radius, _numpy(t, S.POINTING_ALT, np.float64), _numpy(t, S.POINTING_AZ, np.float64),
-                             positions, use, np.ascontiguousarray(a_alt), np.ascontiguousarray(a_az))
+    height = float(subarray.reference_location.get("height_m", 0.0))
+    if config.method == "HillasIntersection":
+        res = hillas_intersection(starts, _numpy(t, S.HILLAS_FOV_LON, np.float64), _numpy(t, S.HILLAS_FOV_LAT, np.float64),
+                                  _numpy(t, S.HILLAS_PSI, np.float64), _numpy(t, S.HILLAS_INTENSITY, np.float64),
+                                  _numpy(t, S.HILLAS_WIDTH, np.float64), _numpy(t, S.POINTING_ALT, np.float64),
+                                  _numpy(t, S.POINTING_AZ, np.float64), positions, use, np.ascontiguousarray(a_alt),
+                                  np.ascontiguousarray(a_az), height)
+    else:
+        res = hillas_reconstruct(starts, _numpy(t, S.HILLAS_FOV_LON, np.float64), _numpy(t, S.HILLAS_FOV_LAT, np.float64),
+                                 _numpy(t, S.HILLAS_PSI, np.float64), _numpy(t, S.HILLAS_INTENSITY, np.float64),
+                                 _numpy(t, S.HILLAS_LENGTH, np.float64), _numpy(t, S.HILLAS_WIDTH, np.float64),
+                                 radius, _numpy(t, S.POINTING_ALT, np.float64), _numpy(t, S.POINTING_AZ, np.float64),
+                                 positions, use, np.ascontiguousarray(a_alt), np.ascontiguousarray(a_az))
 
     used = res["used"]
     offsets = np.zeros(n_ev + 1, np.int32)
     np.cumsum(res["n_tels_used"], out=offsets[1:])
     telescopes = pa.ListArray.from_arrays(pa.array(offsets), pa.array(tel_id[used].astype(np.int16)))
-    height = float(subarray.reference_location.get("height_m", 0.0))
     cols = {
         S.OBS_ID: ev_keys.column(S.OBS_ID), S.EVENT_ID: ev_keys.column(S.EVENT_ID),
         S.RECO_ALT: res["alt_deg"], S.RECO_AZ: res["az_deg"],
