@@ -187,6 +187,9 @@ def schema(name: str, list_sizes: dict[str, int] | None = None, include=None) ->
         META_DVP_VERSION: __version__.encode()})
 
 
+_LAST_TARGET: dict = {}  # table name -> the last target schema validate() produced
+
+
 @functools.lru_cache(maxsize=256)
 def _cached_schema(name: str, sizes: tuple, include: tuple) -> pa.Schema:
     return schema(name, dict(sizes), include=include)
@@ -209,6 +212,12 @@ def validate(table: pa.Table, name: str, *, source: str = "table") -> pa.Table:
     SchemaError
         One line naming ``source``, the table and the offending column.
     """
+    meta_in = table.schema.metadata or {}
+    if meta_in.get(META_SCHEMA_NAME) == name.encode():
+        # the output of an earlier validate (a stage's table on its way to the writer)
+        prev = _LAST_TARGET.get(name)
+        if prev is not None and table.schema.equals(prev.with_metadata(meta_in), check_metadata=True):
+            return table
     s = spec(name)
     present = table.column_names  # a new list on every access: take it once
     present_set = set(present)
@@ -229,6 +238,7 @@ def validate(table: pa.Table, name: str, *, source: str = "table") -> pa.Table:
     target = _cached_schema(name, tuple(sorted(sizes.items())), tuple(expected))
     meta = dict(table.schema.metadata or {})
     meta.update(target.metadata)
+    _LAST_TARGET[name] = target
     if table.schema.names == target.names and table.schema.equals(target.with_metadata(table.schema.metadata),
                                                                    check_metadata=True):
         # already validated (e.g. a stage's output on its way to the writer): same fields,

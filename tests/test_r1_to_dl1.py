@@ -224,3 +224,26 @@ def test_products_of_different_arrays_are_refused(r1_products, tmp_path):
     with pytest.raises(DvpError, match="instrument differs"):
         r1_to_dl1([r1_products["lst_muons"], r1_products[PROD6]], out)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("name", ["n_hv_disabled", "lst_muons"])
+def test_r1_reader_equals_pyarrow(r1_products, tmp_path, name):
+    """Fast lists, skipped all-False hv_disabled and block-read scalars give pyarrow's table."""
+    from dvp.runner import _all_false, _R1Reader
+    from dvp.stages.r1_to_dl1 import R1_INPUT_COLUMNS
+
+    src = _r1_file(r1_products[name])
+    f = tmp_path / "many_groups.parquet"
+    from dvp.io.parquet import parquet_options
+    t = pq.read_table(src)
+    pq.write_table(t, f, row_group_size=3, **parquet_options(t.schema))  # several blocks of row groups
+    pf = pq.ParquetFile(f)
+    reader = _R1Reader(pf, f, R1_INPUT_COLUMNS, block=2)
+    skipped = 0
+    for i in range(pf.num_row_groups):
+        ours = reader.read(i)
+        ref = pf.read_row_group(i, columns=list(R1_INPUT_COLUMNS))
+        assert ours.replace_schema_metadata(None).equals(ref.replace_schema_metadata(None)), i
+        skipped += _all_false(pf.metadata.row_group(i), S.HV_DISABLED)
+    has_hv = any(any(x) for x in t.column(S.HV_DISABLED).to_pylist())
+    assert (skipped == 0) == has_hv and pf.num_row_groups == -(-t.num_rows // 3)
