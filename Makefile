@@ -40,6 +40,7 @@ bench: install
 	$(PY) -m pytest -q benchmarks --benchmark-only
 	$(PY) benchmarks/bench_simtel_to_r1.py
 	$(PY) benchmarks/bench_r1_to_dl1.py --memory
+	$(PY) benchmarks/bench_dl1_to_dl2.py --memory
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
