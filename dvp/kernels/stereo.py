@@ -255,6 +255,33 @@ def _f64(name, a, n):
     return a
 
 
+def _checked_inputs(starts, named_columns, tel_pos_m, use, array_alt_deg, array_az_deg):
+    """Shared input checks and output buffers of the stereo reconstructors.
+
+    Returns ``starts`` (int64), the per-telescope float64 columns, positions ``(n, 3)``,
+    ``use`` (bool), the array pointing per event and the output buffers
+    ``(event values (n_events, len(EVENT_KEYS)), n_tels_used, is_valid, impact, used)``.
+    """
+    starts = np.ascontiguousarray(starts, dtype=np.int64)
+    if starts.ndim != 1 or len(starts) < 1 or starts[0] != 0 or np.any(np.diff(starts) < 0):
+        raise ValueError("starts must be a non-decreasing 1-D array beginning at 0")
+    n, n_ev = int(starts[-1]), len(starts) - 1
+    cols = [_f64(nm, a, n) for nm, a in named_columns]
+    pos = np.ascontiguousarray(tel_pos_m, dtype=np.float64)
+    if pos.shape != (n, 3):
+        raise ValueError(f"tel_pos_m must have shape ({n}, 3), got {pos.shape}")
+    use = np.ascontiguousarray(use, dtype=np.bool_)
+    if use.shape != (n,):
+        raise ValueError(f"use must have shape ({n},), got {use.shape}")
+    aalt, aaz = _f64("array_alt_deg", array_alt_deg, n_ev), _f64("array_az_deg", array_az_deg, n_ev)
+    ev = np.empty((n_ev, len(EVENT_KEYS)))
+    n_used = np.empty(n_ev, np.int16)
+    valid = np.empty(n_ev, np.bool_)
+    impact = np.empty(n)
+    used = np.empty(n, np.bool_)
+    return starts, cols, pos, use, aalt, aaz, (ev, n_used, valid, impact, used)
+
+
 def hillas_reconstruct(starts, fov_lon_deg, fov_lat_deg, psi_deg, intensity_pe, length_deg, width_deg,
                        cam_radius_deg, pointing_alt_deg, pointing_az_deg, tel_pos_m, use, array_alt_deg,
                        array_az_deg):
@@ -284,27 +311,11 @@ def hillas_reconstruct(starts, fov_lon_deg, fov_lat_deg, psi_deg, intensity_pe, 
         the array height), ``n_tels_used`` (int16), ``is_valid`` (bool) per event, and per
         row ``impact_distance_m`` (float64, NaN for invalid events) and ``used`` (bool).
     """
-    starts = np.ascontiguousarray(starts, dtype=np.int64)
-    if starts.ndim != 1 or len(starts) < 1 or starts[0] != 0 or np.any(np.diff(starts) < 0):
-        raise ValueError("starts must be a non-decreasing 1-D array beginning at 0")
-    n, n_ev = int(starts[-1]), len(starts) - 1
-    cols = [_f64(nm, a, n) for nm, a in (("fov_lon_deg", fov_lon_deg), ("fov_lat_deg", fov_lat_deg),
-                                         ("psi_deg", psi_deg), ("intensity_pe", intensity_pe),
-                                         ("length_deg", length_deg), ("width_deg", width_deg),
-                                         ("cam_radius_deg", cam_radius_deg), ("pointing_alt_deg", pointing_alt_deg),
-                                         ("pointing_az_deg", pointing_az_deg))]
-    pos = np.ascontiguousarray(tel_pos_m, dtype=np.float64)
-    if pos.shape != (n, 3):
-        raise ValueError(f"tel_pos_m must have shape ({n}, 3), got {pos.shape}")
-    use = np.ascontiguousarray(use, dtype=np.bool_)
-    if use.shape != (n,):
-        raise ValueError(f"use must have shape ({n},), got {use.shape}")
-    aalt, aaz = _f64("array_alt_deg", array_alt_deg, n_ev), _f64("array_az_deg", array_az_deg, n_ev)
-    ev = np.empty((n_ev, len(EVENT_KEYS)))
-    n_used = np.empty(n_ev, np.int16)
-    valid = np.empty(n_ev, np.bool_)
-    impact = np.empty(n)
-    used = np.empty(n, np.bool_)
+    starts, cols, pos, use, aalt, aaz, (ev, n_used, valid, impact, used) = _checked_inputs(
+        starts, (("fov_lon_deg", fov_lon_deg), ("fov_lat_deg", fov_lat_deg), ("psi_deg", psi_deg),
+                 ("intensity_pe", intensity_pe), ("length_deg", length_deg), ("width_deg", width_deg),
+                 ("cam_radius_deg", cam_radius_deg), ("pointing_alt_deg", pointing_alt_deg),
+                 ("pointing_az_deg", pointing_az_deg)), tel_pos_m, use, array_alt_deg, array_az_deg)
     _hillas_reconstruct(starts, *cols, pos, use, aalt, aaz, ev, n_used, valid, impact, used)
     out = {k: np.ascontiguousarray(ev[:, i]) for i, k in enumerate(EVENT_KEYS)}
     out.update(n_tels_used=n_used, is_valid=valid, impact_distance_m=impact, used=used)
@@ -507,26 +518,11 @@ def hillas_intersection(starts, fov_lon_deg, fov_lat_deg, psi_deg, intensity_pe,
         a NaN or zero width, only parallel axes, or a direction more than 45 deg from the
         array pointing are invalid.
     """
-    starts = np.ascontiguousarray(starts, dtype=np.int64)
-    if starts.ndim != 1 or len(starts) < 1 or starts[0] != 0 or np.any(np.diff(starts) < 0):
-        raise ValueError("starts must be a non-decreasing 1-D array beginning at 0")
-    n, n_ev = int(starts[-1]), len(starts) - 1
-    cols = [_f64(nm, a, n) for nm, a in (("fov_lon_deg", fov_lon_deg), ("fov_lat_deg", fov_lat_deg),
-                                         ("psi_deg", psi_deg), ("intensity_pe", intensity_pe),
-                                         ("width_deg", width_deg), ("pointing_alt_deg", pointing_alt_deg),
-                                         ("pointing_az_deg", pointing_az_deg))]
-    pos = np.ascontiguousarray(tel_pos_m, dtype=np.float64)
-    if pos.shape != (n, 3):
-        raise ValueError(f"tel_pos_m must have shape ({n}, 3), got {pos.shape}")
-    use = np.ascontiguousarray(use, dtype=np.bool_)
-    if use.shape != (n,):
-        raise ValueError(f"use must have shape ({n},), got {use.shape}")
-    aalt, aaz = _f64("array_alt_deg", array_alt_deg, n_ev), _f64("array_az_deg", array_az_deg, n_ev)
-    ev = np.empty((n_ev, len(EVENT_KEYS)))
-    n_used = np.empty(n_ev, np.int16)
-    valid = np.empty(n_ev, np.bool_)
-    impact = np.empty(n)
-    used = np.empty(n, np.bool_)
+    starts, cols, pos, use, aalt, aaz, (ev, n_used, valid, impact, used) = _checked_inputs(
+        starts, (("fov_lon_deg", fov_lon_deg), ("fov_lat_deg", fov_lat_deg), ("psi_deg", psi_deg),
+                 ("intensity_pe", intensity_pe), ("width_deg", width_deg),
+                 ("pointing_alt_deg", pointing_alt_deg), ("pointing_az_deg", pointing_az_deg)),
+        tel_pos_m, use, array_alt_deg, array_az_deg)
     _hillas_intersection(starts, *cols, pos, use, aalt, aaz, float(site_height_m), ev, n_used, valid, impact, used)
     out = {k: np.ascontiguousarray(ev[:, i]) for i, k in enumerate(EVENT_KEYS)}
     out.update(n_tels_used=n_used, is_valid=valid, impact_distance_m=impact, used=used)
