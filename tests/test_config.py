@@ -115,3 +115,11 @@ def test_registries_list_ctapipe_components():
     assert {"FullWaveformSum", "FixedWindowSum", "GlobalPeakWindowSum", "LocalPeakWindowSum", "SlidingWindowMaxSum",
             "NeighborPeakWindowSum", "BaselineSubtractedNeighborPeakWindowSum", "TwoPassWindowSum"} <= set(EXTRACTORS)
     assert {"TailcutsImageCleaner", "MARSImageCleaner", "FACTImageCleaner", "TimeConstrainedImageCleaner"} <= set(CLEANERS)
+
+
+def test_config_files_dl1_to_dl2_sections():
+    default, cfg_file = load_config().dl1_to_dl2, load_config(CONFIGS / "ctapipe-default.toml").dl1_to_dl2
+    assert cfg_file.method == default.method == "HillasReconstructor"
+    assert cfg_file.quality.criteria == default.quality.criteria
+    base = load_config(CONFIGS / "base.toml").dl1_to_dl2
+    assert ("not clipped", "leakage_intensity_width_2 < 0.5") in base.quality.criteria
