@@ -11,7 +11,7 @@ gamma_prod6_tel_event_header_v4) are converted with ``dvp simtel-to-r1`` and rep
   product (read, decompress, extract, clean, parameterise, validate, write);
 - ctapipe: ``CameraCalibrator`` + ``ImageProcessor`` (default config) on the same events,
   read once with ``SimTelEventSource(focal_length_choice="EQUIVALENT")`` and processed
-  repeatedly in a subprocess of a Python with ctapipe 0.28 (``--ctapipe-python``, default
+  repeatedly (best of 3 passes) in a subprocess of a Python with ctapipe 0.28 (``--ctapipe-python``, default
   ../venv-ctapipe or $CTAPIPE_PYTHON); reading is not timed for ctapipe.
 
 Everything runs on one core: numba kernels are single-threaded and Arrow's thread pools
@@ -55,12 +55,15 @@ proc = ImageProcessor(subarray=sub)
 n_tel = sum(len(e.r1.tel) for e in events)
 for e in events[:2]:  # warm-up: numba compilation
     e2 = copy.deepcopy(e); calib(e2); proc(e2)
-work = [copy.deepcopy(events[i % len(events)]) for i in range(max(1, n_target // max(n_tel, 1)))]
-t0 = time.perf_counter(); n = 0
-for e in work:
-    calib(e); proc(e); n += len(e.dl1.tel)
-dt = time.perf_counter() - t0
-print(json.dumps({"n": n, "seconds": dt}))
+best = None
+for _ in range(3):  # best of 3 passes, as for dvp (the machine is shared)
+    work = [copy.deepcopy(events[i % len(events)]) for i in range(max(1, n_target // max(n_tel, 1)))]
+    t0 = time.perf_counter(); n = 0
+    for e in work:
+        calib(e); proc(e); n += len(e.dl1.tel)
+    dt = time.perf_counter() - t0
+    best = dt if best is None else min(best, dt)
+print(json.dumps({"n": n, "seconds": best}))
 """
 
 # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over from the parent across
@@ -152,9 +155,11 @@ def time_dvp(product: Path, tel_type: str, workdir: Path) -> dict:
         t = time.perf_counter(); parameterize(img, pt, mask, setup); steps["parameters"] += time.perf_counter() - t
     del batches
     out = workdir / "dl1-out"
-    t0 = time.perf_counter()
-    r1_to_dl1([product], out, overwrite=True)
-    e2e = time.perf_counter() - t0
+    e2e = float("inf")
+    for _ in range(2):  # best of 2, like the in-memory passes (the machine is shared)
+        t0 = time.perf_counter()
+        r1_to_dl1([product], out, overwrite=True)
+        e2e = min(e2e, time.perf_counter() - t0)
     n_total = pf.metadata.num_rows
     return {"n": n, "n_total": n_total, "in_memory_s": mem, "end_to_end_s": e2e,
             "steps_us_per_event": {k: 1e6 * v / n for k, v in steps.items()}}
@@ -182,7 +187,7 @@ def main(argv=None):
               f"({1e6 * d['in_memory_s'] / d['n']:.1f} us/event: " +
               ", ".join(f"{k} {v:.1f}" for k, v in d["steps_us_per_event"].items()) + ")")
         print(f"dvp end to end : {d['n_total'] / d['end_to_end_s']:10,.0f} tel-events/s  (R1 Parquet -> DL1 Parquet, "
-              f"{d['n_total']} events, first run after the in-memory passes)")
+              f"{d['n_total']} events, best of 2 runs)")
         ct = None
         if Path(args.ctapipe_python).exists():
             r = subprocess.run([args.ctapipe_python, "-c", CTAPIPE_SNIPPET, str(args.file), args.prefix,
