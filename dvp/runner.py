@@ -215,6 +215,51 @@ def _read_simulation(products) -> dict:
     return out
 
 
+# DL1 and carried tables are written in row groups of this size: parameters are ~600
+# bytes a telescope event, so ~7,000 rows a row group, and a writer buffers at most this
+CARRY_ROW_GROUP_BYTES = 4 * 2**20
+
+
+def _carried_files(products) -> list[tuple[str, str, list]]:
+    """(relative path, schema, input files) of the simulation and trigger tables to carry
+    over; each file's footer is read now so that a corrupt one fails before any work."""
+    import pyarrow.parquet as pq
+    out = []
+    for rel, schema_name in [(f"simulation/{f}", s) for f, s in PRODUCT_SIM_TABLES] + [
+            ("trigger/part-00000.parquet", S.R1_TRIGGER)]:
+        files = [p / rel for p in products if (p / rel).is_file()]
+        for f in files:
+            try:
+                pq.ParquetFile(f).metadata
+            except (OSError, pa.ArrowException) as e:
+                raise InputError(f, f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
+        if files:
+            out.append((rel, schema_name, files))
+    return out
+
+
+def _carry(carried, pw, provenance) -> dict:
+    """Copy the carried tables into the new product batch by batch (memory bounded by a
+    row group, whatever the number of showers); returns rows written per relative path."""
+    import pyarrow.parquet as pq
+
+    from .io.parquet import TableWriter
+    rows = {}
+    for rel, schema_name, files in carried:
+        w = TableWriter(pw.path(rel), schema_name, provenance, min_row_group_bytes=CARRY_ROW_GROUP_BYTES)
+        try:
+            for f in files:
+                try:
+                    for batch in pq.ParquetFile(f).iter_batches(batch_size=65536):
+                        w.write(pa.Table.from_batches([batch]))
+                except (OSError, pa.ArrowException) as e:
+                    raise InputError(f, f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
+        finally:
+            w.close()
+        rows[rel] = w.rows
+    return rows
+
+
 def _all_false(rg_meta, column: str) -> bool:
     """True if the row group's statistics prove a bool list column holds only False."""
     for j in range(rg_meta.num_columns):
@@ -312,11 +357,12 @@ def r1_to_dl1(inputs, output, config=None, *, overwrite=False, write_images=None
     for tel_type, _, f in work:  # resolve config per type before any output exists
         if tel_type not in setups:
             setups[tel_type] = prepare_camera(subarray, tel_type, cfg)
-    sim = _read_simulation(products)
+    carried = _carried_files(products)
     summary = RunSummary(output=Path(output), n_inputs=len(products))
     prov = start_record(command, products, config.to_dict())
     with ProductWriter(output, overwrite=overwrite) as pw:
-        dl1 = PartitionedWriter(pw.path("dl1"), S.DL1_EVENTS, provenance=prov, min_row_group_bytes=ROW_GROUP_BYTES)
+        dl1 = PartitionedWriter(pw.path("dl1"), S.DL1_EVENTS, provenance=prov,
+                                min_row_group_bytes=CARRY_ROW_GROUP_BYTES)
         n_in = 0
         if progress:
             progress(0, sum(pf.metadata.num_rows for _, pf, _ in work))
@@ -336,14 +382,8 @@ def r1_to_dl1(inputs, output, config=None, *, overwrite=False, write_images=None
         finally:
             dl1.close()
         subarray.write(pw.tmp, lambda t, p, n: write_table(t, p, n, prov))
-        for fname, (table, schema_name) in sim.items():
-            write_table(table, pw.path("simulation", fname), schema_name, prov)
-        triggers = [pq.read_table(p / "trigger" / "part-00000.parquet") for p in products
-                    if (p / "trigger" / "part-00000.parquet").is_file()]
-        if triggers:
-            tr = _concat(triggers, S.R1_TRIGGER)
-            write_table(tr, pw.path("trigger", "part-00000.parquet"), S.R1_TRIGGER, prov)
-            summary.n_array_events = tr.num_rows
+        rows = _carry(carried, pw, prov)
+        summary.n_array_events = rows.get("trigger/part-00000.parquet", 0)
         summary.n_tel_events = dict(dl1.rows)
         summary.seconds = time.perf_counter() - t0
         record = dict(prov, stop=now(), seconds=round(summary.seconds, 3),
