@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import typer
 
@@ -154,6 +154,41 @@ def dl1_to_dl2(
         inputs, output, cfg, overwrite=overwrite, progress=advance))
     console.print(f"wrote {summary.output}: {summary.n_inputs} input product(s), {summary.n_array_events} array events "
                   f"in {summary.seconds:.1f} s ({summary.n_array_events / max(summary.seconds, 1e-9):,.0f} ev/s)")
+
+
+@app.command()
+@_one_line_errors
+def simulate(
+    particle: str = typer.Option(..., "--particle", help="Primary: gamma or proton"),
+    n_showers: int = typer.Option(..., "--n-showers", help="Showers to simulate (each used --reuse times)"),
+    output: Path = typer.Option(..., "--output", "-o", help="R1 product directory to create"),
+    layout: Optional[Path] = typer.Option(None, "--layout", help="sim_telarray file whose instrument and pointing to use (default: the shared CTAO-North alpha test file)"),
+    energy_range: Tuple[float, float] = typer.Option((0.03, 10.0), "--energy-range", help="MIN MAX true energy, TeV"),
+    spectral_index: float = typer.Option(-2.0, "--spectral-index", help="Power-law index of dN/dE (e.g. -2)"),
+    viewcone_deg: float = typer.Option(0.0, "--viewcone-deg", help="Diffuse within this cone around the pointing (0: point-like)"),
+    offset_deg: float = typer.Option(0.0, "--offset-deg", help="Point-like source offset from the pointing (viewcone 0)"),
+    scatter_radius_m: float = typer.Option(1000.0, "--scatter-radius-m", help="Cores uniform in a disk of this radius, m"),
+    reuse: int = typer.Option(10, "--reuse", help="Times each shower is used with a new core (1-100)"),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives identical tables"),
+    overwrite: bool = typer.Option(False, help="Replace OUTPUT if it exists (only once the new one is complete)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary"),
+):
+    """Toy air-shower Monte Carlo into an R1 product directory (same layout as simtel-to-r1).
+
+    Parametrised showers (Heitler X_max, exponential atmosphere), Gaussian emission
+    regions projected through each telescope's optics, Poisson p.e., NSB, noise and the
+    camera's reference pulse; ≥ 4 pixels ≥ 8 p.e. per telescope, ≥ 2 telescopes.
+    A toy for tests and sanity checks, not a replacement for CORSIKA/sim_telarray.
+    """
+    from .runner import simulate as run
+
+    summary, console = _with_progress("simulate", quiet, lambda advance: run(
+        particle, n_showers, output, layout=layout, energy_range=energy_range, spectral_index=spectral_index,
+        viewcone_deg=viewcone_deg, offset_deg=offset_deg, scatter_radius_m=scatter_radius_m, reuse=reuse,
+        seed=seed, overwrite=overwrite, progress=advance))
+    n_tel = sum(summary.n_tel_events.values())
+    console.print(f"wrote {summary.output}: {summary.n_showers} simulated events, {summary.n_array_events} triggered, "
+                  f"{n_tel} telescope events {summary.n_tel_events or ''} in {summary.seconds:.1f} s")
 
 
 @app.command()

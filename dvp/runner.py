@@ -623,3 +623,142 @@ def _read_whole(files, columns):
         except (OSError, pa.ArrowException) as e:
             raise InputError(f, f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
     return _concat(parts, S.DL1_EVENTS) if parts else None
+
+
+# -- toy simulation ----------------------------------------------------------------------
+
+DEFAULT_LAYOUT = (Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "simtel"
+                  / "gamma_diffuse_run000010_za20deg_azm000deg_North_alpha_6.0.0_test_file.simtel.zst")
+SIM_PARTICLES = ("gamma", "proton")
+MAX_VIEWCONE_DEG = 20.0
+
+
+def _check_sim_params(particle, n_showers, energy_range, spectral_index, viewcone_deg, offset_deg,
+                      scatter_radius_m, reuse):
+    """One-line :class:`DvpError` for any bad simulation parameter (before any work)."""
+    if particle not in SIM_PARTICLES:
+        raise DvpError(f"--particle must be one of {', '.join(SIM_PARTICLES)}, not {particle!r}")
+    if int(n_showers) < 1:
+        raise DvpError(f"--n-showers must be ≥ 1, not {n_showers}")
+    e_min, e_max = map(float, energy_range)
+    if not (np.isfinite(e_min) and np.isfinite(e_max)) or e_min <= 0 or e_max <= 0:
+        raise DvpError(f"--energy-range must be positive TeV, not {e_min} {e_max}")
+    if e_min >= e_max:
+        raise DvpError(f"--energy-range: min {e_min} must be below max {e_max}")
+    if not np.isfinite(spectral_index):
+        raise DvpError(f"--spectral-index must be finite, not {spectral_index}")
+    if not 0.0 <= viewcone_deg <= MAX_VIEWCONE_DEG:
+        raise DvpError(f"--viewcone-deg must be in [0, {MAX_VIEWCONE_DEG:g}], not {viewcone_deg}")
+    if not 0.0 <= offset_deg <= MAX_VIEWCONE_DEG:
+        raise DvpError(f"--offset-deg must be in [0, {MAX_VIEWCONE_DEG:g}], not {offset_deg}")
+    if not (np.isfinite(scatter_radius_m) and scatter_radius_m >= 0):
+        raise DvpError(f"--scatter-radius-m must be ≥ 0, not {scatter_radius_m}")
+    if not 1 <= int(reuse) <= 100:
+        raise DvpError(f"--reuse must be in [1, 100] (event ids are shower × 100 + reuse), not {reuse}")
+
+
+def simulate(particle, n_showers, output, *, layout=None, energy_range=(0.03, 10.0), spectral_index=-2.0,
+             viewcone_deg=0.0, offset_deg=0.0, scatter_radius_m=1000.0, reuse=10, seed=0, obs_id=1,
+             overwrite=False, progress=None) -> RunSummary:
+    """Toy Monte Carlo (:mod:`dvp.sim`) into an R1 product directory, as simtel-to-r1 writes one.
+
+    The instrument (and pointing, site height) come from the sim_telarray file ``layout``.
+    Every simulated shower is written to simulation/showers.parquet, triggered or not.
+    The same arguments and ``seed`` give bit-identical tables.
+    """
+    import warnings
+
+    from .io.simtel import build_subarray, check_simtel_file, clip_altitude
+    from .sim import camera as C
+    from .sim.events import ToySimulation
+    from .sim.showers import PARTICLE_IDS, generate
+
+    _check_sim_params(particle, n_showers, energy_range, spectral_index, viewcone_deg, offset_deg,
+                      scatter_radius_m, reuse)
+    layout = check_simtel_file(DEFAULT_LAYOUT if layout is None else layout)
+    from eventio import SimTelFile
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with SimTelFile(str(layout), skip_non_triggered=False, skip_calibration=True) as f:
+                subarray = build_subarray(f)
+                az, alt = f.header["direction"]
+    except DvpError:
+        raise
+    except Exception as e:
+        raise InputError(layout, f"cannot read the instrument ({type(e).__name__}: {e})") from None
+    p_alt, p_az = float(np.rad2deg(clip_altitude(float(alt)))), float(np.rad2deg(float(az)))
+    obs_height = float(subarray.reference_location["height_m"])
+    t0 = time.perf_counter()
+    config = {"particle": particle, "n_showers": int(n_showers), "energy_range_tev": list(map(float, energy_range)),
+              "spectral_index": float(spectral_index), "viewcone_deg": float(viewcone_deg),
+              "offset_deg": float(offset_deg), "scatter_radius_m": float(scatter_radius_m), "reuse": int(reuse),
+              "seed": int(seed), "obs_id": int(obs_id)}
+    summary = RunSummary(output=Path(output), n_inputs=1)
+    prov = start_record("simulate", [layout], config)
+    rng = np.random.default_rng(seed)
+    showers = generate(rng, particle, int(n_showers), energy_range=tuple(map(float, energy_range)),
+                       spectral_index=float(spectral_index), viewcone_deg=float(viewcone_deg),
+                       offset_deg=float(offset_deg), scatter_radius_m=float(scatter_radius_m), reuse=int(reuse),
+                       pointing_alt_deg=p_alt, pointing_az_deg=p_az)
+    comps = C.emission_components(rng, particle, int(n_showers))
+    comps = tuple(np.repeat(a, int(reuse), axis=0) for a in comps)   # reuse keeps the shower's structure
+    sim = ToySimulation(rng, subarray, showers, comps, particle, obs_id=int(obs_id), obs_height_m=obs_height,
+                        pointing_alt_deg=p_alt, pointing_az_deg=p_az)
+    with ProductWriter(output, overwrite=overwrite) as pw:
+        r1 = PartitionedWriter(pw.path("r1"), S.R1_EVENTS, provenance=prov)
+        try:
+            for tel_type, batch in sim.run():
+                r1.write(tel_type, batch)
+                if progress:
+                    progress(batch.num_rows)
+        finally:
+            r1.close()
+        subarray.write(pw.tmp, lambda t, p, n: write_table(t, p, n, prov))
+        run = {S.OBS_ID: int(obs_id), "run_header_index": 0, "input_file": f"dvp simulate (layout {layout.name})",
+               "n_showers": int(n_showers), "shower_reuse": int(reuse),
+               "energy_min_tev": float(energy_range[0]), "energy_max_tev": float(energy_range[1]),
+               "spectral_index": float(spectral_index), "min_alt_deg": p_alt, "max_alt_deg": p_alt,
+               "min_az_deg": p_az, "max_az_deg": p_az, "diffuse": bool(viewcone_deg > 0),
+               "min_viewcone_deg": 0.0, "max_viewcone_deg": float(viewcone_deg),
+               "min_scatter_m": 0.0, "max_scatter_m": float(scatter_radius_m), "core_pos_mode": 0,
+               "obs_height_m": obs_height, "atmosphere": -1, "b_total_ut": np.nan, "b_inclination_deg": np.nan,
+               "b_declination_deg": np.nan, "pointing_alt_deg": p_alt, "pointing_az_deg": p_az,
+               "corsika_version": 0, "simtel_version": 0}
+        write_table(S.validate(pa.Table.from_pylist([run]), S.SIM_RUN), pw.path("simulation", "runs.parquet"),
+                    S.SIM_RUN, prov)
+        n = len(showers)
+        sh = pa.table({
+            S.OBS_ID: np.full(n, obs_id, np.int32), S.EVENT_ID: showers.event_id.astype(np.int64),
+            "shower_num": showers.shower_num.astype(np.int32), S.TRUE_ENERGY: showers.energy_tev,
+            S.TRUE_ALT: showers.alt_deg, S.TRUE_AZ: showers.az_deg, S.TRUE_CORE_X: showers.core_x_m,
+            S.TRUE_CORE_Y: showers.core_y_m, "true_h_first_int_m": showers.h_first_int_m,
+            S.TRUE_X_MAX: showers.x_max_g_cm2, "true_starting_grammage_g_cm2": np.zeros(n),
+            "true_shower_primary_id": np.full(n, PARTICLE_IDS[particle], np.int32),
+            S.PARTICLE: pa.array([particle] * n, pa.string()), S.TRIGGERED: sim.triggered})
+        write_table(S.validate(sh, S.SIM_SHOWER), pw.path("simulation", "showers.parquet"), S.SIM_SHOWER, prov)
+        write_table(S.schema(S.SIM_SHOWER_DISTRIBUTION).empty_table(),
+                    pw.path("simulation", "shower_distribution.parquet"), S.SIM_SHOWER_DISTRIBUTION, prov)
+        ev = np.asarray(sim.trigger_rows[S.EVENT_ID], np.int64)
+        tels = sim.trigger_rows["tels_with_trigger"]
+        tr = pa.table({
+            S.OBS_ID: np.full(len(ev), obs_id, np.int32), S.EVENT_ID: ev,
+            # a fixed, fake clock: 1 ms between simulated events
+            "time_unix_ns": (1_767_225_600 * 10**9 + ev * 10**6).astype(np.int64),
+            "event_type": pa.array(["subarray"] * len(ev), pa.string()),
+            "tels_with_trigger": pa.array(tels, pa.list_(pa.int16())),
+            "n_trigger_tels": np.array([len(t) for t in tels], np.int16),
+            S.POINTING_ALT: np.full(len(ev), p_alt), S.POINTING_AZ: np.full(len(ev), p_az)})
+        write_table(S.validate(tr, S.R1_TRIGGER), pw.path("trigger", "part-00000.parquet"), S.R1_TRIGGER, prov)
+        summary.n_tel_events = dict(r1.rows)
+        summary.n_array_events = len(ev)
+        summary.n_showers = n
+        summary.seconds = time.perf_counter() - t0
+        record = dict(prov, stop=now(), seconds=round(summary.seconds, 3), warnings=summary.warnings,
+                      counts={"array_events_out": summary.n_array_events, "showers_out": summary.n_showers,
+                              "telescope_events_out": summary.n_tel_events,
+                              "telescope_candidates": int(sim.n_candidates)},
+                      levels=["instrument", "simulation", "r1"])
+        pw.path("provenance.json").write_text(json.dumps(record, indent=1, default=str))
+        pw.commit()
+    return summary
