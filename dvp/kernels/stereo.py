@@ -95,12 +95,40 @@ def _solve3(a, b):
 
 
 @njit(cache=True)
+def _max_event_size(starts):
+    """Largest number of telescope rows of one event (sizes the per-event scratch)."""
+    max_n = 0
+    for e in range(starts.shape[0] - 1):
+        max_n = max(max_n, starts[e + 1] - starts[e])
+    return max_n
+
+
+@njit(cache=True)
+def _start_event(e, starts, use, width, rows, ev_out, n_used_out, valid_out, impact_out, used_out):
+    """Mark event ``e`` invalid, collect its usable rows into ``rows``; return their count,
+    or 0 when ctapipe gives up (TooFewTelescopes, or InvalidWidth: a NaN or zero width)."""
+    r0, r1 = starts[e], starts[e + 1]
+    ev_out[e, :] = np.nan
+    n_used_out[e] = 0
+    valid_out[e] = False
+    for r in range(r0, r1):
+        impact_out[r] = np.nan
+        used_out[r] = False
+    k = 0
+    bad_width = False
+    for r in range(r0, r1):
+        if use[r]:
+            rows[k] = r
+            k += 1
+            bad_width |= not (width[r] != 0.0 and np.isfinite(width[r]))
+    return 0 if k < 2 or bad_width else k
+
+
+@njit(cache=True)
 def _hillas_reconstruct(starts, lon, lat, psi, intensity, length, width, cam_radius, tel_alt, tel_az, pos, use,
                         array_alt, array_az, ev_out, n_used_out, valid_out, impact_out, used_out):
     n_events = starts.shape[0] - 1
-    max_n = 0
-    for e in range(n_events):
-        max_n = max(max_n, starts[e + 1] - starts[e])
+    max_n = _max_event_size(starts)
     # scratch for the used telescopes of one event, allocated once
     cog = np.empty((max_n, 3))
     nrm = np.empty((max_n, 3))
@@ -111,20 +139,8 @@ def _hillas_reconstruct(starts, lon, lat, psi, intensity, length, width, cam_rad
     c3 = np.empty(3)
     for e in range(n_events):
         r0, r1 = starts[e], starts[e + 1]
-        ev_out[e, :] = np.nan
-        n_used_out[e] = 0
-        valid_out[e] = False
-        for r in range(r0, r1):
-            impact_out[r] = np.nan
-            used_out[r] = False
-        k = 0
-        bad_width = False
-        for r in range(r0, r1):
-            if use[r]:
-                rows[k] = r
-                k += 1
-                bad_width |= not (width[r] != 0.0 and np.isfinite(width[r]))
-        if k < 2 or bad_width:  # ctapipe: TooFewTelescopes / InvalidWidth -> INVALID
+        k = _start_event(e, starts, use, width, rows, ev_out, n_used_out, valid_out, impact_out, used_out)
+        if k < 2:
             continue
         aalt, aaz = array_alt[e] * _DEG, array_az[e] * _DEG
         sum_int = 0.0
@@ -350,9 +366,7 @@ def _intersect_lines(xp1, yp1, phi1, xp2, yp2, phi2):
 def _hillas_intersection(starts, lon, lat, psi, intensity, width, tel_alt, tel_az, pos, use, array_alt, array_az,
                          site_height, ev_out, n_used_out, valid_out, impact_out, used_out):
     n_events = starts.shape[0] - 1
-    max_n = 0
-    for e in range(n_events):
-        max_n = max(max_n, starts[e + 1] - starts[e])
+    max_n = _max_event_size(starts)
     max_pairs = max(1, max_n * (max_n - 1) // 2)
     # scratch for the used telescopes and their pairs of one event, allocated once
     nlon = np.empty(max_n)
@@ -367,20 +381,8 @@ def _hillas_intersection(starts, lon, lat, psi, intensity, width, tel_alt, tel_a
     pw = np.empty(max_pairs)
     for e in range(n_events):
         r0, r1 = starts[e], starts[e + 1]
-        ev_out[e, :] = np.nan
-        n_used_out[e] = 0
-        valid_out[e] = False
-        for r in range(r0, r1):
-            impact_out[r] = np.nan
-            used_out[r] = False
-        k = 0
-        bad_width = False
-        for r in range(r0, r1):
-            if use[r]:
-                rows[k] = r
-                k += 1
-                bad_width |= not (width[r] != 0.0 and np.isfinite(width[r]))
-        if k < 2 or bad_width:  # ctapipe: TooFewTelescopes / InvalidWidth -> INVALID
+        k = _start_event(e, starts, use, width, rows, ev_out, n_used_out, valid_out, impact_out, used_out)
+        if k < 2:
             continue
         aalt, aaz = array_alt[e] * _DEG, array_az[e] * _DEG
         m00, m01, m02, m10, m11, m12, m20, m21, m22 = _tilted_matrix(aalt, aaz)
