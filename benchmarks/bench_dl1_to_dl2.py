@@ -164,7 +164,7 @@ def time_dvp(product: Path, workdir: Path, method: str) -> dict:
     import pyarrow.parquet as pq
 
     import dvp.schemas as S
-    from dvp.config import Config, load_config
+    from dvp.config import load_config
     from dvp.instrument.subarray import SubarrayDescription
     from dvp.runner import dl1_to_dl2
     from dvp.stages.dl1_to_dl2 import dl1_to_dl2 as stage

@@ -6,7 +6,6 @@ and exit code 1 (2 for usage errors, as typer does).
 from __future__ import annotations
 
 import functools
-import sys
 from pathlib import Path
 from typing import List, Optional, Tuple
 

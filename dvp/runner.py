@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from . import schemas as S
 from .errors import DvpError, InputError
@@ -178,9 +179,8 @@ def _level_files(product: Path, level: str) -> list[tuple[str, Path]]:
     return files
 
 
-def _open_checked(path: Path, schema_name: str, columns) -> "pq.ParquetFile":
+def _open_checked(path: Path, schema_name: str, columns) -> pq.ParquetFile:
     """Open a Parquet file and check that ``columns`` exist with the schema's types."""
-    import pyarrow.parquet as pq
     try:
         pf = pq.ParquetFile(path)
         file_schema = pf.schema_arrow
@@ -198,21 +198,17 @@ def _open_checked(path: Path, schema_name: str, columns) -> "pq.ParquetFile":
     return pf
 
 
-def _read_simulation(products) -> dict:
-    import pyarrow.parquet as pq
-    out = {}
-    for fname, schema_name in PRODUCT_SIM_TABLES:
-        tables = []
-        for p in products:
-            f = p / "simulation" / fname
-            if f.is_file():
-                try:
-                    tables.append(pq.read_table(f))
-                except (OSError, pa.ArrowException) as e:
-                    raise InputError(f, f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
-        if tables:
-            out[fname] = (_concat(tables, schema_name), schema_name)
-    return out
+def _read_concat(products, rel: str, schema_name: str):
+    """The table at ``rel`` in each product that has one, concatenated (None if none has)."""
+    tables = []
+    for p in products:
+        f = p / rel
+        if f.is_file():
+            try:
+                tables.append(pq.read_table(f))
+            except (OSError, pa.ArrowException) as e:
+                raise InputError(f, f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
+    return _concat(tables, schema_name) if tables else None
 
 
 # DL1 and carried tables are written in row groups of this size: parameters are ~600
@@ -223,7 +219,6 @@ CARRY_ROW_GROUP_BYTES = 4 * 2**20
 def _carried_files(products) -> list[tuple[str, str, list]]:
     """(relative path, schema, input files) of the simulation and trigger tables to carry
     over; each file's footer is read now so that a corrupt one fails before any work."""
-    import pyarrow.parquet as pq
     out = []
     for rel, schema_name in [(f"simulation/{f}", s) for f, s in PRODUCT_SIM_TABLES] + [
             ("trigger/part-00000.parquet", S.R1_TRIGGER)]:
@@ -241,8 +236,6 @@ def _carried_files(products) -> list[tuple[str, str, list]]:
 def _carry(carried, pw, provenance) -> dict:
     """Copy the carried tables into the new product batch by batch (memory bounded by a
     row group, whatever the number of showers); returns rows written per relative path."""
-    import pyarrow.parquet as pq
-
     from .io.parquet import TableWriter
     rows = {}
     for rel, schema_name, files in carried:
@@ -329,11 +322,8 @@ def r1_to_dl1(inputs, output, config=None, *, overwrite=False, write_images=None
     ``tel_type=<type>/part-00000.parquet`` per telescope type, one row group per R1 row
     group, so memory is bounded by the R1 row-group size.
     """
-    import pyarrow.parquet as pq
-
     from .config import Config
     from .instrument.subarray import SubarrayDescription
-    from .io.fastlist import read_row_group
     from .stages.r1_to_dl1 import R1_INPUT_COLUMNS, prepare_camera
     from .stages.r1_to_dl1 import r1_to_dl1 as stage
 
@@ -537,12 +527,11 @@ def dl1_to_dl2(inputs, output, config=None, *, overwrite=False, progress=None, c
     telescope events per file and step), and the outputs are written chunk by chunk, so
     the DL1 part of the memory is bounded by ``chunk_rows``. A product whose files are not
     in event order is read whole (about 100 bytes per telescope event); ``chunk_rows=None``
-    does that for every product. The trigger and simulation tables (about 130 bytes per
-    array event) are held whole, as every command carries them over. The outputs are
-    identical for any ``chunk_rows``.
+    does that for every product. The trigger and shower tables (about 130 bytes per array
+    event) are held whole for the joins; their copies into the output are streamed. The
+    outputs are identical for any ``chunk_rows``.
     """
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     from .config import Config
     from .instrument.subarray import SubarrayDescription
@@ -566,12 +555,10 @@ def dl1_to_dl2(inputs, output, config=None, *, overwrite=False, progress=None, c
             raise InputError(p, f"instrument differs from {products[0]}; process different arrays separately")
         files = _level_files(p, "dl1")
         work.append((p, [(f, _open_checked(f, S.DL1_EVENTS, columns)) for _, f in files]))
-    sim = _read_simulation(products)
-    showers = _KeyedRows(sim.get("showers.parquet", (None, None))[0])
-    triggers = [pq.read_table(p / "trigger" / "part-00000.parquet") for p in products
-                if (p / "trigger" / "part-00000.parquet").is_file()]
-    trigger = _concat(triggers, S.R1_TRIGGER) if triggers else None
-    pointing = _KeyedRows(trigger)
+    carried = _carried_files(products)
+    # the joins need these whole (sorted once); the copies into the output are streamed
+    showers = _KeyedRows(_read_concat(products, "simulation/showers.parquet", S.SIM_SHOWER))
+    pointing = _KeyedRows(_read_concat(products, "trigger/part-00000.parquet", S.R1_TRIGGER))
     summary = RunSummary(output=Path(output), n_inputs=len(products))
     prov = start_record(command, products, config.to_dict())
     n_in = n_valid = 0
@@ -599,10 +586,7 @@ def dl1_to_dl2(inputs, output, config=None, *, overwrite=False, progress=None, c
         ev_out.close()
         tel_out.close()
         subarray.write(pw.tmp, lambda t, p, n: write_table(t, p, n, prov))
-        for fname, (table, schema_name) in sim.items():
-            write_table(table, pw.path("simulation", fname), schema_name, prov)
-        if trigger is not None:
-            write_table(trigger, pw.path("trigger", "part-00000.parquet"), S.R1_TRIGGER, prov)
+        _carry(carried, pw, prov)
         summary.n_array_events = ev_out.rows
         summary.n_tel_events = {"dl1": n_in}
         summary.seconds = time.perf_counter() - t0

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from dvp.config import load_config
-from dvp.kernels.stereo import EVENT_KEYS, _hillas_intersection, group_events, hillas_intersection
+from dvp.kernels.stereo import EVENT_KEYS, _hillas_intersection, hillas_intersection
 
 REF = Path(__file__).parent / "reference" / "kernels" / "hillas_intersection.npz"
 D = np.deg2rad(0.5)

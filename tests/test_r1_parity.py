@@ -5,7 +5,7 @@ import pytest
 
 from dvp.io.parquet import waveforms_view
 
-from .conftest import REFERENCE, simtel_files, stem
+from .conftest import REFERENCE
 
 REFERENCE_STEMS = sorted(p.name[: -len(".dl1.parquet")] for p in REFERENCE.glob("*.dl1.parquet"))
 

@@ -329,7 +329,6 @@ class SimtelR1Reader:
         tel_index = dict(zip(tel_ids.tolist(), range(len(tel_ids))))
         positions = sub.positions()
         types = dict(zip(tel_ids.tolist(), sub.telescopes.column(S.TEL_TYPE).to_pylist()))
-        cams = dict(zip(tel_ids.tolist(), sub.telescopes.column(S.CAMERA_NAME).to_pylist()))
         orig_index = dict(zip(tel_ids.tolist(), sub.telescopes.column("tel_index").to_pylist()))
         descs = self._file.telescope_descriptions
         hv_disabled = {}
