@@ -4,28 +4,20 @@ for the cost per event.
 
 Run: .venv/bin/python -m pytest benchmarks/test_bench_clean.py --benchmark-only -q
 """
-from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from dvp.kernels.clean import CLEANERS, clean, dilate, tailcuts_clean
 from dvp.kernels.islands import label_islands, largest_island_mask
 
-GEOM = (Path(__file__).resolve().parent.parent / "tests" / "reference" / "instrument"
-        / "calib_events.camera_LSTCam.parquet")
 N_EVENTS = 1000
 
 
 @pytest.fixture(scope="module")
-def lst():
+def lst(lstcam):
     """Realistic LSTCam batch: NSB noise of ~1-3 p.e. and one shower of ~50-300 pixels."""
-    t = pq.read_table(GEOM)
-    x, y = t["pix_x_m"].to_numpy(), t["pix_y_m"].to_numpy()
-    nb = t["neighbors"].to_pylist()
-    indptr = np.concatenate([[0], np.cumsum([len(v) for v in nb])]).astype(np.int32)
-    indices = np.concatenate(nb).astype(np.int32)
+    x, y, indptr, indices = lstcam.pix_x, lstcam.pix_y, lstcam.neighbor_indptr, lstcam.neighbor_indices
     rng = np.random.default_rng(7)
     n = len(x)
     nsb = rng.uniform(1.0, 3.0, (N_EVENTS, 1))

@@ -5,16 +5,12 @@ per event, printed as ``us/event`` (visible with ``-s``) and stored in ``extra_i
 
 Run: .venv/bin/python -m pytest benchmarks/test_bench_extract.py --benchmark-only -q -s
 """
-from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from dvp.kernels import extract as ex
 
-GEOM = (Path(__file__).resolve().parent.parent / "tests" / "reference" / "instrument"
-        / "calib_events.camera_LSTCam.parquet")
 N_EVENTS = 200
 N_SAMPLES = 40
 RATE_GHZ = 1.0
@@ -28,13 +24,9 @@ def gaussian_pulses(n_samples, ref_width_ns):
 
 
 @pytest.fixture(scope="module")
-def lst():
+def lst(lstcam):
     """LSTCam batch: ~2 p.e. NSB noise in every sample and one shower (~50-300 pixels) per event."""
-    t = pq.read_table(GEOM)
-    x, y = t["pix_x_m"].to_numpy(), t["pix_y_m"].to_numpy()
-    nb = t["neighbors"].to_pylist()
-    indptr = np.concatenate([[0], np.cumsum([len(v) for v in nb])]).astype(np.int32)
-    indices = np.concatenate(nb).astype(np.int32)
+    x, y, indptr, indices = lstcam.pix_x, lstcam.pix_y, lstcam.neighbor_indptr, lstcam.neighbor_indices
     rng = np.random.default_rng(7)
     n = len(x)
     cx, cy = rng.uniform(-0.6, 0.6, (2, N_EVENTS, 1))

@@ -4,15 +4,12 @@ Run: ``.venv/bin/python -m pytest benchmarks/test_bench_parameters.py --benchmar
 Each benchmark processes a batch of N_EVENTS images; ``extra_info['us_per_event']`` is the
 mean time per event. Nothing about time is asserted.
 """
-from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
-from dvp.instrument.geometry import border_mask
 from dvp.kernels.hillas import hillas_parameters
 from dvp.kernels.parameters import (
     concentration_parameters,
@@ -22,25 +19,17 @@ from dvp.kernels.parameters import (
 )
 from dvp.kernels.timing import timing_parameters
 
-CAMERA = Path(__file__).resolve().parent.parent / "tests" / "reference" / "instrument" / "calib_events.camera_LSTCam.parquet"
 N_EVENTS = 2000
 FOCAL_LENGTH_M = 28.0
 
 
 @pytest.fixture(scope="module")
-def batch():
-    t = pq.read_table(CAMERA)
-    n_pix = t.num_rows
-    # telescope frame as ctapipe's: fov_lon from camera y, fov_lat from camera x
-    pix_x = np.rad2deg(t["pix_y_m"].to_numpy() / FOCAL_LENGTH_M)
-    pix_y = np.rad2deg(t["pix_x_m"].to_numpy() / FOCAL_LENGTH_M)
-    pix_area = t["pix_area_m2"].to_numpy() * np.rad2deg(1 / FOCAL_LENGTH_M) ** 2
-    pixel_width = 2 * np.sqrt(pix_area / (2 * np.sqrt(3)))
-    neighbors = t["neighbors"].to_pylist()
-    indptr = np.r_[0, np.cumsum([len(n) for n in neighbors])].astype(np.int32)
-    indices = np.concatenate(neighbors).astype(np.int32)
-    border_1 = border_mask(indptr, indices, 1)
-    border_2 = border_mask(indptr, indices, 2)
+def batch(lstcam):
+    tel = lstcam.telescope_frame(FOCAL_LENGTH_M)  # ctapipe's TelescopeFrame, deg
+    n_pix = tel.n_pixels
+    pix_x, pix_y, pix_area, pixel_width = tel.pix_x, tel.pix_y, tel.pix_area, tel.pixel_width
+    indptr, indices = lstcam.neighbor_indptr, lstcam.neighbor_indices
+    border_1, border_2 = lstcam.border(1), lstcam.border(2)
 
     rng = np.random.default_rng(7)
     image = rng.normal(0, 2.0, (N_EVENTS, n_pix)).astype(np.float32)
