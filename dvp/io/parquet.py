@@ -76,71 +76,19 @@ def write_table(table: pa.Table, path, schema_name: str, provenance: dict | None
     return path
 
 
-class PartitionedWriter:
-    """Append validated batches to ``<root>/tel_type=<type>/part-00000.parquet``, one row group each."""
-
-    def __init__(self, root: Path, schema_name: str, provenance: dict | None = None,
-                 min_row_group_bytes: int | None = None):
-        """``min_row_group_bytes``: collect small batches (e.g. DL1 parameters, ~600 bytes a
-        row) until they reach this size before writing a row group, so that row groups and
-        the file footer do not grow with the number of input batches."""
-        self.root = Path(root)
-        self.schema_name = schema_name
-        self.provenance = provenance
-        self.min_row_group_bytes = min_row_group_bytes
-        self._writers: dict[str, pq.ParquetWriter] = {}
-        self._pending: dict[str, list] = {}
-        self._pending_bytes: dict[str, int] = {}
-        self.rows: dict[str, int] = {}
-
-    def write(self, tel_type: str, table: pa.Table):
-        table = with_provenance(S.validate(table, self.schema_name, source=str(self.root)), self.provenance)
-        if self.min_row_group_bytes:
-            pending = self._pending.setdefault(tel_type, [])
-            pending.append(table)
-            self._pending_bytes[tel_type] = self._pending_bytes.get(tel_type, 0) + table.nbytes
-            if self._pending_bytes[tel_type] < self.min_row_group_bytes:
-                return
-            table = pa.concat_tables(pending)
-            pending.clear()
-            self._pending_bytes[tel_type] = 0
-        self._write(tel_type, table)
-
-    def _write(self, tel_type: str, table: pa.Table):
-        w = self._writers.get(tel_type)
-        if w is None:
-            d = self.root / f"tel_type={tel_type}"
-            d.mkdir(parents=True, exist_ok=True)
-            w = self._writers[tel_type] = pq.ParquetWriter(d / "part-00000.parquet", table.schema,
-                                                           **parquet_options(table.schema))
-            self.rows[tel_type] = 0
-        elif not w.schema.equals(table.schema, check_metadata=False):
-            raise DvpError(f"{self.root}: tel_type={tel_type}: batch schema differs from earlier batches "
-                           f"(different camera readout in the inputs?)")
-        w.write_table(table, row_group_size=max(1, table.num_rows))
-        self.rows[tel_type] += table.num_rows
-
-    def close(self):
-        for tel_type, pending in self._pending.items():
-            if pending:
-                self._write(tel_type, pa.concat_tables(pending))
-                pending.clear()
-        for w in self._writers.values():
-            w.close()
-        self._writers.clear()
-
-
 class TableWriter:
     """Append validated batches to one Parquet file, in row groups of at least
-    ``min_row_group_bytes`` (small batches are collected first), so that a table written
-    batch by batch reads back the same as one written at once by :func:`write_table`."""
+    ``min_row_group_bytes`` (small batches, e.g. DL1 parameters at ~600 bytes a row, are
+    collected first so that row groups and the footer do not grow with the number of
+    batches; 0 writes one row group per batch). A table written batch by batch reads back
+    the same as one written at once by :func:`write_table`."""
 
     def __init__(self, path, schema_name: str, provenance: dict | None = None,
                  min_row_group_bytes: int = ROW_GROUP_BYTES):
         self.path = Path(path)
         self.schema_name = schema_name
         self.provenance = provenance
-        self.min_row_group_bytes = min_row_group_bytes
+        self.min_row_group_bytes = min_row_group_bytes or 0
         self.rows = 0
         self._writer: pq.ParquetWriter | None = None
         self._pending: list = []
@@ -160,6 +108,9 @@ class TableWriter:
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = pq.ParquetWriter(self.path, table.schema, **parquet_options(table.schema))
+        elif not self._writer.schema.equals(table.schema, check_metadata=False):
+            raise DvpError(f"{self.path}: batch schema differs from earlier batches "
+                           f"(different camera readout in the inputs?)")
         self._writer.write_table(table, row_group_size=max(1, table.num_rows))
 
     def close(self):
@@ -171,6 +122,37 @@ class TableWriter:
         else:
             self._writer.close()
             self._writer = None
+
+
+class PartitionedWriter:
+    """Append validated batches to ``<root>/tel_type=<type>/part-00000.parquet``: one
+    :class:`TableWriter` per telescope type (one row group per batch unless
+    ``min_row_group_bytes`` is given)."""
+
+    def __init__(self, root: Path, schema_name: str, provenance: dict | None = None,
+                 min_row_group_bytes: int | None = None):
+        self.root = Path(root)
+        self.schema_name = schema_name
+        self.provenance = provenance
+        self.min_row_group_bytes = min_row_group_bytes
+        self._writers: dict[str, TableWriter] = {}
+        self.rows: dict[str, int] = {}
+
+    def write(self, tel_type: str, table: pa.Table):
+        w = self._writers.get(tel_type)
+        if w is None:
+            w = self._writers[tel_type] = TableWriter(
+                self.root / f"tel_type={tel_type}" / "part-00000.parquet", self.schema_name, self.provenance,
+                self.min_row_group_bytes)
+        w.write(table)
+        self.rows[tel_type] = w.rows
+
+    def close(self):
+        try:
+            for w in self._writers.values():
+                w.close()
+        finally:
+            self._writers.clear()
 
 
 class ProductWriter:
