@@ -625,7 +625,8 @@ def _mark_near_broken(broken, ev, tptr, tind, near_broken):
 
 @njit(cache=True)
 def _windows_at_peaks(w, peaks, width, shift, rate, sgc, correction, ev, charge, peak_time):
-    """`_window_at` for every pixel of one event, written out: numba does not inline it."""
+    """`_window_at` for every pixel of one event, written out: numba does not inline it here
+    (calling `_window_at` per pixel measured 70 instead of 50 us per LSTCam event)."""
     n_pix, n_s = w.shape
     for p in range(n_pix):
         peak = peaks[p]
