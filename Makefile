@@ -37,6 +37,7 @@ test: install
 	$(PY) -m pytest -q
 
 bench: install
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,bench]"
 	$(PY) -m pytest -q benchmarks --benchmark-only
 	$(PY) benchmarks/bench_simtel_to_r1.py
 	$(PY) benchmarks/bench_r1_to_dl1.py --memory

@@ -32,7 +32,7 @@ def _one_line_errors(fn):
     return wrapper
 
 
-def _with_progress(label: str, quiet: bool, call):
+def _with_progress(label: str, quiet: bool, call, unit: str = "tel events"):
     """Run ``call(advance)`` under a rich progress bar (events, events/s, ETA) on stderr.
 
     ``advance(n, total=None)`` adds ``n`` events; a ``total`` sets the bar's length.
@@ -45,7 +45,7 @@ def _with_progress(label: str, quiet: bool, call):
         return call(None), console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), TextColumn("{task.completed:,} tel events"),
+    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), TextColumn("{task.completed:,} " + unit),
                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                   console=console, transient=True) as prog:
         task = prog.add_task(label, total=None, rate="")
@@ -56,7 +56,7 @@ def _with_progress(label: str, quiet: bool, call):
             prog.advance(task, n)
             t = prog.tasks[0]
             if t.elapsed:
-                prog.update(task, rate=f"{t.completed / t.elapsed:,.0f} ev/s")
+                prog.update(task, rate=f"{t.completed / t.elapsed:,.0f} ev/s" if unit == "tel events" else "")
 
         return call(advance), console
 
@@ -157,34 +157,108 @@ def dl1_to_dl2(
 
 @app.command()
 @_one_line_errors
-def simulate(
-    particle: str = typer.Option(..., "--particle", help="Primary: gamma or proton"),
-    n_showers: int = typer.Option(..., "--n-showers", help="Showers to simulate (each used --reuse times)"),
-    output: Path = typer.Option(..., "--output", "-o", help="R1 product directory to create"),
-    layout: Optional[Path] = typer.Option(None, "--layout", help="sim_telarray file whose instrument and pointing to use (default: the shared CTAO-North alpha test file)"),
-    energy_range: Tuple[float, float] = typer.Option((0.03, 10.0), "--energy-range", help="MIN MAX true energy, TeV"),
-    spectral_index: float = typer.Option(-2.0, "--spectral-index", help="Power-law index of dN/dE (e.g. -2)"),
-    viewcone_deg: float = typer.Option(0.0, "--viewcone-deg", help="Diffuse within this cone around the pointing (0: point-like)"),
-    offset_deg: float = typer.Option(0.0, "--offset-deg", help="Point-like source offset from the pointing (viewcone 0)"),
-    scatter_radius_m: float = typer.Option(1000.0, "--scatter-radius-m", help="Cores uniform in a disk of this radius, m"),
-    reuse: int = typer.Option(10, "--reuse", help="Times each shower is used with a new core (1-100)"),
-    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives identical tables"),
+def train(
+    kind: str = typer.Argument(..., help="energy (regression of log10 true energy) or particle (gamma/hadron)"),
+    signal: List[str] = typer.Option(..., "--signal", help="DL2 product directories of gammas (dl1-to-dl2 or apply-models output), globs or @list.txt; repeatable"),
+    background: List[str] = typer.Option([], "--background", help="DL2 product directories of background (protons, electrons) for particle models; repeatable"),
+    output: Path = typer.Option(..., "--output", "-o", help="Model-set directory to create (model_set.json + one LightGBM file per telescope type)"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML or YAML config with an [ml] section (features, derived features, LightGBM parameters, folds, seed)"),
+    set_: List[str] = typer.Option([], "--set", help="Override one config value, e.g. --set ml.lightgbm.num_leaves=31 (repeatable)"),
     overwrite: bool = typer.Option(False, help="Replace OUTPUT if it exists (only once the new one is complete)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary"),
 ):
-    """Toy air-shower Monte Carlo into an R1 product directory (same layout as simtel-to-r1).
+    """Train one LightGBM model per telescope type for energy or gamma/hadron separation.
+
+    Features: DL1 image parameters, the telescope's impact distance and the event's
+    h_max and multiplicity (and, for particle models, the reconstructed energy: apply an
+    energy model first), plus derived features defined in config. K-fold cross-validation
+    grouped by array event (no shower in both training and test), early stopping on a
+    held-out 10 % of events, seeded. Writes LightGBM model files and model_set.json
+    (features, cross-validation scores, training data and provenance).
+    """
+    from .config import load_config
+    from .runner_ml import train as run
+
+    cfg = load_config(config, set_)
+    summary, console = _with_progress(f"train {kind}", quiet, lambda advance: run(
+        kind, signal, background, output, cfg, overwrite=overwrite, progress=advance), unit="trainings")
+    if quiet:
+        return
+    console.print(f"wrote {summary.output} in {summary.seconds:.1f} s")
+    for tel_type, n in summary.n_tel_events.items():
+        cv = summary.cv.get(tel_type)
+        score = ", ".join(f"{k[:-5]} {v:.3f}" for k, v in cv.items()) if cv else "no model (too few events)"
+        console.print(f"  {tel_type}: {n:,} telescope events; cross-validation: {score}")
+
+
+@app.command("apply-models")
+@_one_line_errors
+def apply_models(
+    inputs: List[str] = typer.Argument(..., help="DL2 product directories (dl1-to-dl2 output), globs or @list.txt"),
+    models: List[Path] = typer.Option(..., "--models", "-m", help="Model-set directory from dvp train, or a directory holding several (energy and particle); repeatable"),
+    output: Path = typer.Option(..., "--output", "-o", help="DL2 product directory to create"),
+    energy_weights: Optional[str] = typer.Option(None, help="Combine telescope energies weighted by inverse_variance, intensity, aspect_weighted_intensity or none (default: the model set's)"),
+    gammaness_weights: Optional[str] = typer.Option(None, help="Combine telescope gammaness weighted by none, intensity or aspect_weighted_intensity (default: the model set's)"),
+    overwrite: bool = typer.Option(False, help="Replace OUTPUT if it exists (only once the new one is complete)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary"),
+):
+    """Predict energy and gammaness per telescope, then combine them per array event.
+
+    Adds reco_energy_tev (10^ weighted mean of log10 energies), its uncertainty,
+    gammaness (weighted mean probability), validity flags and telescope counts to dl2/,
+    and each telescope's prediction to dl2_telescopes/, as ctapipe's EnergyRegressor /
+    ParticleClassifier with StereoMeanCombiner. An energy model runs before a particle
+    model, so the classifier can use the energy just reconstructed.
+    """
+    from .runner_ml import apply_models as run
+
+    weights = {k: v for k, v in (("energy", energy_weights), ("particle", gammaness_weights)) if v}
+    summary, console = _with_progress("apply-models", quiet, lambda advance: run(
+        inputs, models, output, weights=weights, overwrite=overwrite, progress=advance))
+    n_tel = summary.n_tel_events.get("dl2_telescopes", 0)
+    console.print(f"wrote {summary.output}: {summary.n_inputs} input product(s), {summary.n_array_events} array events, "
+                  f"{n_tel} telescope events in {summary.seconds:.1f} s ({n_tel / max(summary.seconds, 1e-9):,.0f} tel ev/s)")
+
+
+@app.command()
+@_one_line_errors
+def simulate(
+    particle: str = typer.Option(..., "--particle", help="Primary: gamma, electron, proton or muon (single muons hitting one telescope)"),
+    n_showers: int = typer.Option(..., "--n-showers", help="Showers (or muons) to simulate (each used --reuse times)"),
+    output: Path = typer.Option(..., "--output", "-o", help="Product directory to create (R1, or DL1 with --level dl1)"),
+    layout: Optional[Path] = typer.Option(None, "--layout", help="sim_telarray file whose instrument and pointing to use (default: the shared CTAO-North alpha test file)"),
+    energy_range: Optional[Tuple[float, float]] = typer.Option(None, "--energy-range", help="MIN MAX true energy, TeV (default 0.03 10; muons 0.01 0.1)"),
+    spectral_index: float = typer.Option(-2.0, "--spectral-index", help="Power-law index of dN/dE (e.g. -2)"),
+    viewcone_deg: float = typer.Option(0.0, "--viewcone-deg", help="Diffuse within this cone around the pointing (0: point-like)"),
+    offset_deg: float = typer.Option(0.0, "--offset-deg", help="Point-like source offset from the pointing (viewcone 0)"),
+    scatter_radius_m: float = typer.Option(1000.0, "--scatter-radius-m", help="Cores uniform in a disk of this radius, m (unused for muons)"),
+    reuse: int = typer.Option(10, "--reuse", help="Times each shower is used with a new core (1-100)"),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives identical tables"),
+    level: str = typer.Option("r1", "--level", help="r1: waveforms (as simtel-to-r1); dl1: run r1-to-dl1 in memory and write only DL1"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="With --level dl1: TOML or YAML config of the R1 → DL1 stage (as r1-to-dl1)"),
+    set_: List[str] = typer.Option([], "--set", help="With --level dl1: override one config value (repeatable), as r1-to-dl1"),
+    overwrite: bool = typer.Option(False, help="Replace OUTPUT if it exists (only once the new one is complete)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary"),
+):
+    """Toy air-shower Monte Carlo into an R1 (or DL1) product directory (layout of simtel-to-r1 / r1-to-dl1).
 
     Parametrised showers (Heitler X_max, exponential atmosphere), Gaussian emission
     regions projected through each telescope's optics, Poisson p.e., NSB, noise and the
-    camera's reference pulse; ≥ 4 pixels ≥ 8 p.e. per telescope, ≥ 2 telescopes.
+    camera's reference pulse; ≥ 4 pixels ≥ 8 p.e. per telescope, ≥ 2 telescopes. Muons:
+    rings after Vacanti et al. (1994), true ring parameters in simulation/muons.parquet.
+    --level dl1 gives what `simulate --level r1` followed by `r1-to-dl1` gives.
     A toy for tests and sanity checks, not a replacement for CORSIKA/sim_telarray.
     """
+    from .config import load_config
     from .runner import simulate as run
 
+    if (config is not None or set_) and level != "dl1":
+        raise DvpError("--config/--set configure the R1 → DL1 stage: use them with --level dl1")
+    cfg = load_config(config, set_) if level == "dl1" else None
     summary, console = _with_progress("simulate", quiet, lambda advance: run(
         particle, n_showers, output, layout=layout, energy_range=energy_range, spectral_index=spectral_index,
         viewcone_deg=viewcone_deg, offset_deg=offset_deg, scatter_radius_m=scatter_radius_m, reuse=reuse,
-        seed=seed, overwrite=overwrite, progress=advance))
+        seed=seed, level=level, config=cfg, overwrite=overwrite, progress=advance))
     n_tel = sum(summary.n_tel_events.values())
     console.print(f"wrote {summary.output}: {summary.n_showers} simulated events, {summary.n_array_events} triggered, "
                   f"{n_tel} telescope events {summary.n_tel_events or ''} in {summary.seconds:.1f} s")

@@ -189,35 +189,79 @@ def _dl1_alias(match) -> str:
     return S.DL1_PARAMETER_GROUPS.get(group, {}).get(key, match.group(0))
 
 
+def _ml_variables() -> dict:
+    """Names an ML feature or criterion may use: DL1 parameters and the DL2 columns of a
+    telescope event's row and of its array event."""
+    from . import schemas as S
+    out = _dl1_quality_variables()
+    out.update({c: "DL2 column" for c in ML_DL2_COLUMNS})
+    out[S.IS_VALID] = "DL1 image passed the image quality query"
+    return out
+
+
 def _quality_variables(kind: str) -> dict:
+    if kind == "ml":
+        return _ml_variables()
     return _dl1_quality_variables() if kind == "dl1" else QUALITY_VARIABLES
 
 
-def _parse_quality(expr: str, where: str, kind: str = "image") -> ast.Expression:
+#: functions an expression may call (derived ML features, quality criteria)
+EXPRESSION_FUNCTIONS = {"log10": np.log10, "log": np.log, "exp": np.exp, "sqrt": np.sqrt, "abs": np.abs,
+                        "cos": np.cos, "sin": np.sin, "tan": np.tan, "arctan2": np.arctan2,
+                        "deg2rad": np.deg2rad, "rad2deg": np.rad2deg, "minimum": np.minimum,
+                        "maximum": np.maximum, "isfinite": np.isfinite}
+
+
+def _parse_quality(expr: str, where: str, kind: str = "image", variables: Mapping | None = None) -> ast.Expression:
     text = expr
-    if kind == "dl1":
+    if kind in ("dl1", "ml"):
         text = _CTAPIPE_PARAMETER_RE.sub(_dl1_alias, text)
     else:
         for alias, name in _QUALITY_ALIASES.items():
             text = text.replace(alias, name)
-    variables = _quality_variables(kind)
+    variables = _quality_variables(kind) if variables is None else variables
+    return parse_expression(text, where, variables, what="quality criterion", original=expr)
+
+
+def parse_expression(text: str, where: str, variables: Mapping, *, what: str = "expression",
+                     original: str | None = None) -> ast.Expression:
+    """Parse a safe arithmetic/boolean expression over ``variables`` (names) and
+    :data:`EXPRESSION_FUNCTIONS`; anything else (attributes, strings, other calls) is a
+    :class:`ConfigError` naming ``where``."""
+    expr = text if original is None else original
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as e:
-        raise ConfigError(f"{where}: cannot parse quality criterion {expr!r} ({e.msg})") from None
+        raise ConfigError(f"{where}: cannot parse {what} {expr!r} ({e.msg})") from None
     allowed = (ast.Expression, ast.Compare, ast.BoolOp, ast.BinOp, ast.UnaryOp, ast.Name, ast.Constant,
-               ast.Load, ast.And, ast.Or, ast.Not, ast.USub, ast.Add, ast.Sub, ast.Mult, ast.Div,
-               ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Eq, ast.NotEq, ast.BitAnd, ast.BitOr)
+               ast.Load, ast.And, ast.Or, ast.Not, ast.USub, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow,
+               ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Eq, ast.NotEq, ast.BitAnd, ast.BitOr, ast.Call)
+    calls = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
     for node in ast.walk(tree):
         if not isinstance(node, allowed):
-            raise ConfigError(f"{where}: quality criterion {expr!r} uses unsupported syntax "
-                              f"({type(node).__name__}); use comparisons of {', '.join(variables)}")
-        if isinstance(node, ast.Name) and node.id not in variables:
-            raise ConfigError(f"{where}: quality criterion {expr!r} uses unknown name {node.id!r} "
-                              f"(known: {', '.join(variables)})")
+            raise ConfigError(f"{where}: {what} {expr!r} uses unsupported syntax "
+                              f"({type(node).__name__}); use arithmetic and comparisons of column names")
+        if isinstance(node, ast.Call):
+            if not isinstance(node.func, ast.Name) or node.func.id not in EXPRESSION_FUNCTIONS or node.keywords:
+                raise ConfigError(f"{where}: {what} {expr!r}: only the functions "
+                                  f"{', '.join(EXPRESSION_FUNCTIONS)} may be called")
+        elif isinstance(node, ast.Name) and id(node) not in calls and node.id not in variables:
+            known = ", ".join(list(variables)[:12]) + (", ..." if len(variables) > 12 else "")
+            raise ConfigError(f"{where}: {what} {expr!r} uses unknown name {node.id!r} (known: {known})")
         if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float)):
-            raise ConfigError(f"{where}: quality criterion {expr!r}: only numbers are allowed as constants")
+            raise ConfigError(f"{where}: {what} {expr!r}: only numbers are allowed as constants")
     return tree
+
+
+def expression_names(tree: ast.Expression) -> set:
+    """Variable names an expression reads (function names excluded)."""
+    calls = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in calls}
+
+
+def evaluate_expression(tree: ast.Expression, env: Mapping):
+    """Value of a parsed expression with numpy arrays from ``env``."""
+    return _eval_node(tree, env)
 
 
 def _eval_node(node, env):
@@ -237,10 +281,12 @@ def _eval_node(node, env):
         for v in vals[1:]:
             out = f(out, v)
         return out
+    if isinstance(node, ast.Call):
+        return EXPRESSION_FUNCTIONS[node.func.id](*[_eval_node(a, env) for a in node.args])
     if isinstance(node, ast.BinOp):
         a, b = _eval_node(node.left, env), _eval_node(node.right, env)
         ops = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: np.divide,
-               ast.BitAnd: np.logical_and, ast.BitOr: np.logical_or}
+               ast.Pow: np.power, ast.BitAnd: np.logical_and, ast.BitOr: np.logical_or}
         return ops[type(node.op)](a, b)
     if isinstance(node, ast.Compare):
         ops = {ast.Lt: np.less, ast.LtE: np.less_equal, ast.Gt: np.greater, ast.GtE: np.greater_equal,
@@ -264,16 +310,23 @@ class QualityQuery:
     #: "image": per-image summary variables (QUALITY_VARIABLES); "dl1": DL1 parameter
     #: columns, with ctapipe's ``parameters.<group>.<field>`` spelling accepted
     kind: str = "image"
+    #: further names the criteria may use (derived ML features)
+    extra_names: tuple = ()
 
     def __post_init__(self):
         for item in self.criteria:
             if not (isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, str) for x in item)):
                 raise ConfigError(f"{self.source}: quality criteria must be [name, expression] pairs, got {item!r}")
-            _parse_quality(item[1], f"{self.source}: {item[0]}", self.kind)
+            _parse_quality(item[1], f"{self.source}: {item[0]}", self.kind, self._variables())
+
+    def _variables(self):
+        v = dict(_quality_variables(self.kind))
+        v.update({n: "derived" for n in self.extra_names})
+        return v
 
     def names(self) -> tuple:
         """Variable names the criteria read (sorted)."""
-        return tuple(sorted({n.id for t in self._trees() for n in ast.walk(t) if isinstance(n, ast.Name)}))
+        return tuple(sorted(set().union(*[expression_names(t) for t in self._trees()])))
 
     def evaluate(self, variables: Mapping[str, np.ndarray], n: int) -> np.ndarray:
         """``(n,)`` bool: True where every criterion holds."""
@@ -285,7 +338,8 @@ class QualityQuery:
     def _trees(self):
         trees = self.__dict__.get("_parsed")
         if trees is None:
-            trees = tuple(_parse_quality(expr, name, self.kind) for name, expr in self.criteria)
+            v = self._variables()
+            trees = tuple(_parse_quality(expr, name, self.kind, v) for name, expr in self.criteria)
             object.__setattr__(self, "_parsed", trees)  # frozen dataclass: cache the parse once
         return trees
 
@@ -347,16 +401,206 @@ class DL1ToDL2Config:
                 "focal_length_choice": self.focal_length_choice}
 
 
+# -- energy and particle models (dvp train, dvp apply-models) --------------------------
+
+#: DL2 columns a telescope event's features may use besides its DL1 parameters
+ML_DL2_COLUMNS = ("reco_impact_distance_m", "reco_used", "reco_h_max_m", "n_tels_used", "reco_is_valid",
+                  "reco_average_intensity_pe", "reco_alt_uncert_deg", "reco_energy_tev")
+DEFAULT_DERIVED = (
+    ("log10_intensity", "log10(hillas_intensity_pe)"),
+    ("width_length_ratio", "hillas_width_deg / hillas_length_deg"),
+    ("abs_timing_slope_ns_per_deg", "abs(timing_slope_ns_per_deg)"),
+    ("log10_impact_distance", "log10(reco_impact_distance_m)"),
+    ("log10_reco_energy", "log10(reco_energy_tev)"),
+)
+ENERGY_FEATURES = (
+    "log10_intensity", "hillas_length_deg", "hillas_width_deg", "width_length_ratio", "hillas_skewness",
+    "hillas_kurtosis", "hillas_r_deg", "concentration_cog", "concentration_core", "concentration_pixel",
+    "leakage_intensity_width_1", "leakage_intensity_width_2", "leakage_pixels_width_1",
+    "abs_timing_slope_ns_per_deg", "timing_deviation_ns", "morphology_n_pixels", "morphology_n_islands",
+    "intensity_max_pe", "intensity_std_pe", "peak_time_std_ns",
+    "reco_impact_distance_m", "reco_h_max_m", "n_tels_used",
+)
+PARTICLE_FEATURES = ENERGY_FEATURES + ("log10_reco_energy", "morphology_n_small_islands", "intensity_skewness",
+                                       "intensity_kurtosis", "peak_time_skewness")
+#: combination of per-telescope predictions into one per array event (ctapipe's StereoMeanCombiner)
+COMBINE_WEIGHTS = {"energy": ("inverse_variance", "intensity", "aspect_weighted_intensity", "none"),
+                   "particle": ("none", "intensity", "aspect_weighted_intensity")}
+ML_QUALITY = (("valid_image", "is_valid"), ("valid_geometry", "reco_is_valid"),
+              ("positive_intensity", "hillas_intensity_pe > 0"))
+#: LightGBM parameters (https://lightgbm.readthedocs.io/en/stable/Parameters.html); the
+#: objective is set by the model kind, the seed by ``ml.seed``
+LIGHTGBM_DEFAULTS = {"learning_rate": 0.1, "num_leaves": 63, "min_data_in_leaf": 50, "max_bin": 127,
+                     "feature_fraction": 0.9, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
+                     "num_threads": 0}
+_LIGHTGBM_FORBIDDEN = {"objective", "seed", "metric", "verbose", "verbosity", "deterministic"}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One model kind: its features (in order), its training/apply quality query and how
+    telescope predictions are combined per array event."""
+
+    kind: str
+    features: tuple
+    weights: str
+    quality: QualityQuery
+
+    def to_dict(self) -> dict:
+        return {"features": list(self.features), "weights": self.weights,
+                "quality": {"criteria": [list(c) for c in self.quality.criteria]}}
+
+
+def _default_model(kind):
+    names = tuple(n for n, _ in DEFAULT_DERIVED)
+    return ModelConfig(kind, ENERGY_FEATURES if kind == "energy" else PARTICLE_FEATURES,
+                       COMBINE_WEIGHTS[kind][0], QualityQuery(ML_QUALITY, "defaults", "ml", names))
+
+
+@dataclass(frozen=True)
+class MLConfig:
+    """Configuration of ``dvp train`` and ``dvp apply-models``::
+
+        [ml]
+        n_folds = 5                 # K-fold cross-validation, grouped by array event
+        seed = 0
+        max_rounds = 1000           # boosting rounds, ended by early stopping
+        early_stopping_rounds = 20
+        validation_fraction = 0.1   # of the training events, for early stopping
+        max_telescope_events = 0    # per telescope type, 0 = all (a seeded sample otherwise)
+
+        [ml.derived]                # name = expression over columns and earlier names
+        log10_intensity = "log10(hillas_intensity_pe)"
+
+        [ml.lightgbm]               # any LightGBM parameter
+        learning_rate = 0.1
+
+        [ml.energy]                 # and [ml.particle]
+        features = ["log10_intensity", "hillas_width_deg", ...]
+        weights = "inverse_variance"    # intensity, aspect_weighted_intensity, none
+        [ml.energy.quality]
+        criteria = [["valid_image", "is_valid"], ...]
+    """
+
+    n_folds: int = 5
+    seed: int = 0
+    max_rounds: int = 1000
+    early_stopping_rounds: int = 20
+    validation_fraction: float = 0.1
+    max_telescope_events: int = 0
+    derived: tuple = DEFAULT_DERIVED
+    lightgbm: Mapping = field(default_factory=lambda: MappingProxyType(dict(LIGHTGBM_DEFAULTS)))
+    energy: ModelConfig = field(default_factory=lambda: _default_model("energy"))
+    particle: ModelConfig = field(default_factory=lambda: _default_model("particle"))
+
+    def model(self, kind: str) -> ModelConfig:
+        return {"energy": self.energy, "particle": self.particle}[kind]
+
+    def to_dict(self) -> dict:
+        return {"n_folds": self.n_folds, "seed": self.seed, "max_rounds": self.max_rounds,
+                "early_stopping_rounds": self.early_stopping_rounds,
+                "validation_fraction": self.validation_fraction,
+                "max_telescope_events": self.max_telescope_events,
+                "derived": dict(self.derived), "lightgbm": dict(self.lightgbm),
+                "energy": self.energy.to_dict(), "particle": self.particle.to_dict()}
+
+
+_ML_SCALARS = {"n_folds": int, "seed": int, "max_rounds": int, "early_stopping_rounds": int,
+               "validation_fraction": float, "max_telescope_events": int}
+
+
+def _ml(raw: Mapping, source: str) -> MLConfig:
+    base = MLConfig()
+    kwargs: dict[str, Any] = {}
+    derived = dict(base.derived)
+    variables = dict(_ml_variables())
+    if "derived" in raw:
+        if not isinstance(raw["derived"], Mapping):
+            raise ConfigError(f"{source}: ml.derived must be a table of name = \"expression\"")
+        for name, expr in raw["derived"].items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or name in variables:
+                raise ConfigError(f"{source}: ml.derived.{name}: a derived feature needs a new identifier name")
+            if not isinstance(expr, str):
+                raise ConfigError(f"{source}: ml.derived.{name}: expected an expression string, got {expr!r}")
+            derived[name] = expr
+    names = tuple(derived)
+    for i, (name, expr) in enumerate(derived.items()):  # each may use columns and earlier names
+        parse_expression(expr, f"{source}: ml.derived.{name}", {**variables, **dict.fromkeys(names[:i])})
+    kwargs["derived"] = tuple(derived.items())
+    known_features = set(variables) | set(names)
+    for key, value in raw.items():
+        where = f"{source}: ml.{key}"
+        if key == "derived":
+            continue
+        if key in _ML_SCALARS:
+            typ = _ML_SCALARS[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float) if typ is float else int):
+                raise ConfigError(f"{where}: expected {typ.__name__}, got {value!r}")
+            kwargs[key] = typ(value)
+        elif key == "lightgbm":
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}: expected a table of LightGBM parameters")
+            bad = sorted(set(value) & _LIGHTGBM_FORBIDDEN)
+            if bad:
+                raise ConfigError(f"{where}.{bad[0]}: set by dvp (objective from the model kind, seed from ml.seed)")
+            kwargs[key] = MappingProxyType({**LIGHTGBM_DEFAULTS, **value})
+        elif key in ("energy", "particle"):
+            if not isinstance(value, Mapping) or set(value) - {"features", "weights", "quality"}:
+                raise ConfigError(f"{where}: expected a table with features, weights and quality")
+            m = _default_model(key)
+            feats = value.get("features", m.features)
+            if not isinstance(feats, (list, tuple)) or not feats or not all(isinstance(f, str) for f in feats):
+                raise ConfigError(f"{where}.features: expected a non-empty list of names")
+            unknown = [f for f in feats if f not in known_features]
+            if unknown:
+                raise ConfigError(f"{where}.features: unknown feature {unknown[0]!r} (a DL1 parameter, "
+                                  f"a DL2 column or a name from ml.derived)")
+            if len(set(feats)) != len(feats):
+                raise ConfigError(f"{where}.features: a feature is listed twice")
+            w = value.get("weights", m.weights)
+            if w not in COMBINE_WEIGHTS[key]:
+                raise ConfigError(f"{where}.weights: must be one of {', '.join(COMBINE_WEIGHTS[key])}, got {w!r}")
+            q = m.quality
+            if "quality" in value:
+                qv = value["quality"]
+                if not isinstance(qv, Mapping) or set(qv) - {"criteria"} or not isinstance(qv.get("criteria", []), list):
+                    raise ConfigError(f"{where}.quality: expected a table with a 'criteria' list of [name, expression]")
+                q = QualityQuery(tuple(tuple(c) if isinstance(c, list) else c for c in qv.get("criteria", [])),
+                                 source, "ml", names)
+            else:
+                q = QualityQuery(q.criteria, q.source, "ml", names)
+            kwargs[key] = ModelConfig(key, tuple(feats), w, q)
+        else:
+            known = ", ".join(["derived", "lightgbm", "energy", "particle", *_ML_SCALARS])
+            raise ConfigError(f"{source}: unknown key 'ml.{key}' (known: {known})")
+    cfg = MLConfig(**{**base.__dict__, **kwargs})
+    if cfg.n_folds < 2:
+        raise ConfigError(f"{source}: ml.n_folds must be at least 2, got {cfg.n_folds}")
+    if not 0.0 < cfg.validation_fraction < 0.5:
+        raise ConfigError(f"{source}: ml.validation_fraction must be in (0, 0.5), got {cfg.validation_fraction}")
+    if cfg.max_rounds < 1 or cfg.early_stopping_rounds < 1 or cfg.max_telescope_events < 0:
+        raise ConfigError(f"{source}: ml.max_rounds and ml.early_stopping_rounds must be positive, "
+                          f"ml.max_telescope_events non-negative")
+    for kind in ("energy", "particle"):   # derived names referenced by features must exist
+        m = cfg.model(kind)
+        missing = [f for f in m.features if f not in variables and f not in dict(cfg.derived)]
+        if missing:
+            raise ConfigError(f"{source}: ml.{kind}.features: unknown feature {missing[0]!r}")
+    return cfg
+
+
 @dataclass(frozen=True)
 class Config:
     """All stage configurations."""
 
     r1_to_dl1: R1ToDL1Config = field(default_factory=R1ToDL1Config)
     dl1_to_dl2: DL1ToDL2Config = field(default_factory=DL1ToDL2Config)
+    ml: MLConfig = field(default_factory=MLConfig)
     source: str = "defaults"
 
     def to_dict(self) -> dict:
-        return {"r1_to_dl1": self.r1_to_dl1.to_dict(), "dl1_to_dl2": self.dl1_to_dl2.to_dict()}
+        return {"r1_to_dl1": self.r1_to_dl1.to_dict(), "dl1_to_dl2": self.dl1_to_dl2.to_dict(),
+                "ml": self.ml.to_dict()}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -496,7 +740,7 @@ def load_config(path=None, overrides=()) -> Config:
     for o in overrides:
         apply_override(data, o)
         source = f"{source} (with --set)" if "--set" not in source else source
-    known = {"r1_to_dl1", "dl1_to_dl2"}
+    known = {"r1_to_dl1", "dl1_to_dl2", "ml"}
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"{source}: unknown key {sorted(unknown)[0]!r} (known sections: {', '.join(sorted(known))})")
@@ -504,4 +748,5 @@ def load_config(path=None, overrides=()) -> Config:
         if not isinstance(data.get(section, {}), Mapping):
             raise ConfigError(f"{source}: {section} must be a table")
     return Config(r1_to_dl1=_r1_to_dl1(data.get("r1_to_dl1", {}), source),
-                  dl1_to_dl2=_dl1_to_dl2(data.get("dl1_to_dl2", {}), source), source=source)
+                  dl1_to_dl2=_dl1_to_dl2(data.get("dl1_to_dl2", {}), source),
+                  ml=_ml(data.get("ml", {}), source), source=source)

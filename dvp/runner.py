@@ -253,6 +253,40 @@ def _carry(carried, pw, provenance) -> dict:
     return rows
 
 
+def _carry_dl1(products, pw, provenance=None) -> dict:
+    """Copy the DL1 parameters of ``products`` into ``pw``'s ``dl1/`` (one part file per
+    input file and telescope type), so that a DL2 product carries the features of its
+    telescope events. Files without per-pixel columns are copied byte for byte; from
+    files with images only the parameter columns are rewritten, batch by batch.
+    Returns rows per telescope type."""
+    import shutil
+
+    from .io.parquet import TableWriter
+    keep = S.column_names(S.DL1_EVENTS)
+    rows: dict = {}
+    counters: dict = {}
+    for p in products:
+        for tel_type, f in _level_files(p, "dl1"):
+            k = counters.get(tel_type, 0)
+            counters[tel_type] = k + 1
+            dest = pw.path("dl1", f"tel_type={tel_type}", f"part-{k:05d}.parquet")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                pf = pq.ParquetFile(f)
+                names = pf.schema_arrow.names
+                if [n for n in names if n != S.TEL_TYPE] == keep:
+                    shutil.copyfile(f, dest)
+                else:
+                    w = TableWriter(dest, S.DL1_EVENTS, provenance, min_row_group_bytes=CARRY_ROW_GROUP_BYTES)
+                    for batch in pf.iter_batches(batch_size=65536, columns=keep):
+                        w.write(pa.Table.from_batches([batch]))
+                    w.close()
+            except (OSError, pa.ArrowException) as e:
+                raise InputError(f, f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
+            rows[tel_type] = rows.get(tel_type, 0) + pf.metadata.num_rows
+    return rows
+
+
 def _all_false(rg_meta, column: str) -> bool:
     """True if the row group's statistics prove a bool list column holds only False."""
     for j in range(rg_meta.num_columns):
@@ -520,7 +554,8 @@ def dl1_to_dl2(inputs, output, config=None, *, overwrite=False, progress=None, c
 
     Writes ``dl2/part-00000.parquet`` (one row per array event, true values joined for
     simulations) and ``dl2_telescopes/part-00000.parquet`` (one row per telescope event:
-    impact distance, used flag), and carries instrument/, simulation/ and trigger/ over.
+    impact distance, used flag), and carries instrument/, simulation/, trigger/ and the
+    DL1 parameters (``dl1/``, without images: the inputs of ``dvp train``) over.
 
     Only the parameter columns the reconstruction needs are read, in chunks of complete
     array events (a merge of the telescope-type files by event key, ``chunk_rows``
@@ -587,13 +622,14 @@ def dl1_to_dl2(inputs, output, config=None, *, overwrite=False, progress=None, c
         tel_out.close()
         subarray.write(pw.tmp, lambda t, p, n: write_table(t, p, n, prov))
         _carry(carried, pw, prov)
+        _carry_dl1(products, pw, prov)   # the features of later models (dvp train, apply-models)
         summary.n_array_events = ev_out.rows
         summary.n_tel_events = {"dl1": n_in}
         summary.seconds = time.perf_counter() - t0
         record = dict(prov, stop=now(), seconds=round(summary.seconds, 3),
                       counts={"telescope_events_in": n_in, "array_events_out": ev_out.rows,
                               "valid_reconstructions": n_valid},
-                      levels=["instrument", "simulation", "dl2"])
+                      levels=["instrument", "simulation", "dl1", "dl2"])
         pw.path("provenance.json").write_text(json.dumps(record, indent=1, default=str))
         pw.commit()
     return summary

@@ -305,6 +305,24 @@ TRUE_CORE_Y = "true_core_y_m"
 TRUE_X_MAX = "true_x_max_g_cm2"
 PARTICLE = "particle"
 DL2_TRUE_COLUMNS = (TRUE_ENERGY, TRUE_ALT, TRUE_AZ, TRUE_CORE_X, TRUE_CORE_Y, TRUE_X_MAX, PARTICLE)
+# energy and particle models (dvp apply-models): optional dl2.events / dl2.telescope_events columns
+RECO_ENERGY = "reco_energy_tev"
+RECO_ENERGY_UNCERT = "reco_energy_uncert_tev"
+RECO_ENERGY_IS_VALID = "reco_energy_is_valid"
+RECO_ENERGY_N_TELS = "reco_energy_n_tels"
+GAMMANESS = "gammaness"
+GAMMANESS_IS_VALID = "gammaness_is_valid"
+GAMMANESS_N_TELS = "gammaness_n_tels"
+TEL_RECO_ENERGY = "tel_reco_energy_tev"
+TEL_RECO_ENERGY_IS_VALID = "tel_reco_energy_is_valid"
+TEL_GAMMANESS = "tel_gammaness"
+TEL_GAMMANESS_IS_VALID = "tel_gammaness_is_valid"
+#: per model kind: (event value, uncertainty or None, event valid, event n_tels, tel value, tel valid)
+MODEL_COLUMNS = {
+    "energy": (RECO_ENERGY, RECO_ENERGY_UNCERT, RECO_ENERGY_IS_VALID, RECO_ENERGY_N_TELS,
+               TEL_RECO_ENERGY, TEL_RECO_ENERGY_IS_VALID),
+    "particle": (GAMMANESS, None, GAMMANESS_IS_VALID, GAMMANESS_N_TELS, TEL_GAMMANESS, TEL_GAMMANESS_IS_VALID),
+}
 # DL1 columns the Hillas stereo reconstruction reads (besides the quality-query names)
 HILLAS_FOV_LON = HILLAS_COLUMNS["fov_lon"]
 HILLAS_FOV_LAT = HILLAS_COLUMNS["fov_lat"]

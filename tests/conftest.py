@@ -96,3 +96,27 @@ def dl2_products(dl1_products, tmp_path_factory):
         out[name] = base / name
         dl1_to_dl2([product], out[name])
     return out
+
+
+def _sim_dl2(base, particle, n_showers, **kw):
+    """A small toy-MC sample run through the whole chain to DL2 (default configs)."""
+    from dvp.runner import dl1_to_dl2, r1_to_dl1, simulate
+
+    simulate(particle, n_showers, base / "r1", **kw)
+    r1_to_dl1([base / "r1"], base / "dl1")
+    dl1_to_dl2([base / "dl1"], base / "dl2")
+    return base / "dl2"
+
+
+@pytest.fixture(scope="session")
+def sim_dl2_gamma(tmp_path_factory):
+    """Toy gammas to DL2: ~600 array events, 0.05-10 TeV (training and apply tests)."""
+    return _sim_dl2(tmp_path_factory.mktemp("ml_gamma"), "gamma", 300, energy_range=(0.05, 10.0),
+                    scatter_radius_m=500.0, reuse=5, seed=11, obs_id=1)
+
+
+@pytest.fixture(scope="session")
+def sim_dl2_proton(tmp_path_factory):
+    """Toy protons to DL2 (diffuse within 3 deg), the background of the particle tests."""
+    return _sim_dl2(tmp_path_factory.mktemp("ml_proton"), "proton", 500, energy_range=(0.15, 30.0),
+                    scatter_radius_m=500.0, reuse=5, seed=12, obs_id=2, viewcone_deg=3.0)

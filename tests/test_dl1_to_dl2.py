@@ -3,6 +3,7 @@ import shutil
 
 import numpy as np
 import pyarrow as pa
+import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
@@ -19,10 +20,17 @@ from .conftest import run_cli
 RUN202 = "run202_proton_za20deg_azm0deg-North-Prod5_test-production-5-mini"
 
 
-def test_product_layout_schemas_and_true_values(dl2_products):
+def test_product_layout_schemas_and_true_values(dl2_products, dl1_products):
     out = dl2_products[RUN202]
-    assert sorted(p.name for p in out.iterdir()) == ["dl2", "dl2_telescopes", "instrument", "provenance.json",
-                                                     "simulation", "trigger"]
+    assert sorted(p.name for p in out.iterdir()) == ["dl1", "dl2", "dl2_telescopes", "instrument",
+                                                     "provenance.json", "simulation", "trigger"]
+    # the DL1 parameters travel with the product (the features of dvp train), rows unchanged
+    types = sorted(d.name for d in (dl1_products[RUN202] / "dl1").iterdir())
+    assert sorted(d.name for d in (out / "dl1").iterdir()) == types
+    for t in types:
+        dl1_in = pl.read_parquet(dl1_products[RUN202] / "dl1" / t / "*.parquet", columns=S.column_names(S.DL1_EVENTS))
+        dl1_out = pl.read_parquet(out / "dl1" / t / "*.parquet")
+        assert dl1_out.columns == S.column_names(S.DL1_EVENTS) and dl1_out.equals(dl1_in)
     ev_schema = pq.read_schema(out / "dl2" / "part-00000.parquet")
     S.check_file_schema(ev_schema, S.DL2_EVENTS, "dl2")
     S.check_file_schema(pq.read_schema(out / "dl2_telescopes" / "part-00000.parquet"), S.DL2_TELESCOPE_EVENTS, "t")

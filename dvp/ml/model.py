@@ -1,0 +1,247 @@
+"""LightGBM models per telescope type: training with grouped K-fold cross-validation,
+and the model set on disk.
+
+A *model set* is one directory per model kind (energy or particle)::
+
+    MODELS/
+      model_set.json          kind, features (in order), derived definitions, quality
+                              query, combination weights, per-type cross-validation
+                              scores and best iterations, the per-telescope energy
+                              error table, training data with provenance, config,
+                              dvp and LightGBM versions
+      <tel_type>.lgb.txt      LightGBM's own text model file, one per telescope type
+
+Energy models regress log10(true energy / TeV); particle models classify gamma (1)
+against background (0), with the classes weighted to equal total weight.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DvpError
+from .features import FeatureSpec
+from .metrics import bias_resolution, roc_auc
+from .split import group_folds, group_validation
+
+MODEL_SET_FILE = "model_set.json"
+KINDS = ("energy", "particle")
+SIGMA_BINS = 10   # intensity bins of the per-telescope energy error table
+
+
+def _lgb():
+    try:
+        import lightgbm
+    except ImportError as e:  # a dependency, but give the one-line answer if it is broken
+        raise DvpError(f"LightGBM cannot be imported ({e}); pip install lightgbm") from None
+    return lightgbm
+
+
+def lightgbm_params(kind: str, ml) -> dict:
+    """LightGBM parameters of a training: the config's, the kind's objective, the seed."""
+    p = dict(ml.lightgbm)
+    p.update(objective="regression" if kind == "energy" else "binary",
+             metric="l2" if kind == "energy" else "binary_logloss",
+             seed=int(ml.seed), deterministic=True, verbosity=-1, feature_pre_filter=False)
+    return p
+
+
+def class_weights(label: np.ndarray) -> np.ndarray:
+    """Weights giving signal and background equal total weight (mean weight 1)."""
+    label = np.asarray(label, bool)
+    n, n_sig = len(label), int(label.sum())
+    if n_sig == 0 or n_sig == n:
+        raise DvpError("a particle model needs both signal and background telescope events")
+    return np.where(label, n / (2.0 * n_sig), n / (2.0 * (n - n_sig)))
+
+
+@dataclass
+class FitResult:
+    """A trained model of one telescope type and what its training measured."""
+
+    booster: object
+    info: dict = field(default_factory=dict)
+    oof: np.ndarray | None = None   # out-of-fold predictions (log10 E or probability)
+
+
+def _train_one(lgb, params, X, y, w, train, valid, max_rounds, esr, names="auto"):
+    dtrain = lgb.Dataset(X[train], y[train], weight=w[train], feature_name=names, free_raw_data=True)
+    dvalid = lgb.Dataset(X[valid], y[valid], weight=w[valid], reference=dtrain)
+    return lgb.train(params, dtrain, num_boost_round=max_rounds, valid_sets=[dvalid],
+                     callbacks=[lgb.early_stopping(esr, verbose=False)])
+
+
+def fit(kind: str, X: np.ndarray, y: np.ndarray, obs_id, event_id, ml, *, log10_intensity=None,
+        feature_names=None, progress=None) -> FitResult:
+    """Cross-validate and train one model.
+
+    Parameters
+    ----------
+    kind : {"energy", "particle"}
+    X : ndarray, shape (n, n_features), float32
+    y : ndarray, shape (n,)
+        log10(true energy / TeV) for energy; 1 (gamma) / 0 (background) for particle.
+    obs_id, event_id : ndarray, shape (n,)
+        Array-event keys: all telescopes of an event share a fold (no leakage).
+    ml : MLConfig
+        Folds, seed, rounds, early stopping and LightGBM parameters.
+    log10_intensity : ndarray, shape (n,), optional
+        For energy models: bins of the per-telescope error table.
+
+    Returns
+    -------
+    FitResult
+        The final model (trained on every event outside the early-stopping hold-out)
+        and ``info``: per-fold scores, their mean and standard deviation, best
+        iterations, the error table (energy).
+    """
+    lgb = _lgb()
+    n = len(y)
+    if n < 2 * ml.n_folds:
+        raise DvpError(f"only {n} usable telescope events: too few to train with {ml.n_folds} folds")
+    params = lightgbm_params(kind, ml)
+    names = list(feature_names) if feature_names is not None else "auto"
+    w = class_weights(y) if kind == "particle" else np.ones(n)
+    folds = group_folds(obs_id, event_id, ml.n_folds, ml.seed)
+    hold = group_validation(obs_id, event_id, ml.validation_fraction, ml.seed)
+    oof = np.full(n, np.nan)
+    scores, iters = [], []
+    for k in range(ml.n_folds):
+        test = folds == k
+        if not test.any() or test.all():
+            continue
+        b = _train_one(lgb, params, X, y, w, ~test & ~hold, ~test & hold, ml.max_rounds, ml.early_stopping_rounds,
+                       names)
+        oof[test] = b.predict(X[test], num_iteration=b.best_iteration)
+        iters.append(int(b.best_iteration or ml.max_rounds))
+        scores.append(_scores(kind, oof[test], y[test]))
+        if progress:
+            progress(k + 1)
+    booster = _train_one(lgb, params, X, y, w, ~hold, hold, ml.max_rounds, ml.early_stopping_rounds, names)
+    info = {
+        "n_train": int((~hold).sum()), "n_early_stopping": int(hold.sum()), "n_events": int(n),
+        "best_iteration": int(booster.best_iteration or ml.max_rounds),
+        "cv": {"folds": scores, "fold_best_iterations": iters,
+               **{f"{key}_mean": float(np.mean([s[key] for s in scores])) for key in scores[0]},
+               **{f"{key}_std": float(np.std([s[key] for s in scores])) for key in scores[0]}},
+        "cv_overall": _scores(kind, oof, y),
+    }
+    if kind == "energy":
+        info["sigma_table"] = sigma_table(oof - y, log10_intensity if log10_intensity is not None else np.zeros(n))
+    return FitResult(booster, info, oof)
+
+
+def _scores(kind, pred, y) -> dict:
+    ok = np.isfinite(pred)
+    pred, y = pred[ok], y[ok]
+    if kind == "energy":
+        bias, res = bias_resolution(10.0 ** pred, 10.0 ** y)
+        return {"rmse_log10": float(np.sqrt(np.mean((pred - y) ** 2))), "bias": bias, "resolution": res}
+    return {"auc": roc_auc(pred, y), "accuracy": float(np.mean((pred > 0.5) == (y > 0.5)))}
+
+
+def sigma_table(residual_log10, log10_intensity, n_bins: int = SIGMA_BINS) -> dict:
+    """Per-telescope energy error (half the 16–84 % spread of log10 residuals) in
+    quantile bins of log10 intensity: the inverse-variance combination weights."""
+    r = np.asarray(residual_log10, np.float64)
+    x = np.asarray(log10_intensity, np.float64)
+    ok = np.isfinite(r) & np.isfinite(x)
+    r, x = r[ok], x[ok]
+    if len(r) < 2 * n_bins:
+        s = float(0.5 * np.subtract(*np.quantile(r, [0.84, 0.16]))) if len(r) > 1 else 0.3
+        return {"log10_intensity": [0.0], "sigma_log10": [max(s, 1e-3)]}
+    edges = np.quantile(x, np.linspace(0, 1, n_bins + 1))
+    centres, sig = [], []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (x >= lo) & (x <= hi)
+        if m.sum() < 2:
+            continue
+        q16, q84 = np.quantile(r[m], [0.16, 0.84])
+        centres.append(float(np.median(x[m])))
+        sig.append(max(float(0.5 * (q84 - q16)), 1e-3))
+    return {"log10_intensity": centres, "sigma_log10": sig}
+
+
+@dataclass
+class ModelSet:
+    """The models of one kind for every telescope type they were trained for."""
+
+    kind: str
+    spec: FeatureSpec
+    weights: str
+    boosters: dict
+    meta: dict
+    path: Path | None = None
+
+    def predict(self, tel_type: str, X: np.ndarray) -> np.ndarray:
+        """log10(E / TeV) (energy) or gamma probability (particle), shape (n,)."""
+        if not len(X):
+            return np.empty(0)
+        return np.asarray(self.boosters[tel_type].predict(X, num_threads=1), np.float64)
+
+    def sigma_log10(self, tel_type: str, log10_intensity: np.ndarray) -> np.ndarray:
+        """Per-telescope log10-energy error from the cross-validation table."""
+        t = self.meta["telescope_types"][tel_type].get("sigma_table")
+        if not t:
+            return np.zeros(len(log10_intensity))
+        return np.interp(log10_intensity, t["log10_intensity"], t["sigma_log10"])
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        for tel_type, b in self.boosters.items():
+            b.save_model(str(directory / self.meta["telescope_types"][tel_type]["file"]),
+                         num_iteration=self.meta["telescope_types"][tel_type]["best_iteration"])
+        (directory / MODEL_SET_FILE).write_text(json.dumps(self.meta, indent=1, default=_json_default))
+
+    @classmethod
+    def load(cls, directory) -> "ModelSet":
+        """Read a model set; features recorded in the metadata must be exactly the model
+        files' features (names and order), else a one-line :class:`DvpError`."""
+        from ..config import QualityQuery
+        directory = Path(directory)
+        f = directory / MODEL_SET_FILE
+        if not f.is_file():
+            raise DvpError(f"{directory}: not a dvp model set (no {MODEL_SET_FILE}; made by dvp train)")
+        try:
+            meta = json.loads(f.read_text())
+            kind, features = meta["kind"], list(meta["features"])
+            derived = [tuple(d) for d in meta["derived"]]
+            quality = QualityQuery(tuple(tuple(c) for c in meta["quality"]), str(f), "ml",
+                                   tuple(n for n, _ in derived))
+            types = meta["telescope_types"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise DvpError(f"{f}: unreadable model metadata ({type(e).__name__}: {e})") from None
+        if kind not in KINDS:
+            raise DvpError(f"{f}: unknown model kind {kind!r}")
+        lgb = _lgb()
+        boosters = {}
+        for tel_type, info in types.items():
+            mf = directory / info["file"]
+            try:
+                b = lgb.Booster(model_file=str(mf))
+            except Exception as e:  # LightGBMError or OSError
+                raise DvpError(f"{mf}: cannot load LightGBM model ({str(e).splitlines()[0]})") from None
+            names = list(b.feature_name())
+            if names != features:
+                diff = next((i for i, (a, c) in enumerate(zip(names, features)) if a != c), min(len(names), len(features)))
+                raise DvpError(f"{mf}: model features differ from {MODEL_SET_FILE} at position {diff} "
+                               f"({names[diff] if diff < len(names) else 'none'!r} vs "
+                               f"{features[diff] if diff < len(features) else 'none'!r}); retrain or fix the metadata")
+            boosters[tel_type] = b
+        spec = FeatureSpec(features, derived, quality)
+        return cls(kind, spec, meta.get("weights", "none"), boosters, meta, directory)
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        v = float(o)
+        return None if math.isnan(v) else v
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)

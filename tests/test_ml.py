@@ -1,0 +1,299 @@
+"""Energy and particle models: split, combination, training, model files, apply-models."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from dvp import schemas as S
+from dvp.cli import app
+from dvp.config import load_config
+from dvp.errors import DvpError
+from dvp.kernels.combine import _weighted_mean, weighted_mean
+from dvp.ml import model as M
+from dvp.ml.metrics import bias_resolution, roc_auc
+from dvp.ml.split import group_folds, group_uniform, group_validation
+from dvp.stages.dl2_models import VALID, VALUE, WEIGHT, combination_weights, combine_events
+
+# -- split ------------------------------------------------------------------------------
+
+
+def test_group_folds_keep_events_together_and_ignore_row_order():
+    rng = np.random.default_rng(3)
+    obs = rng.integers(1, 4, 20000)
+    ev = rng.integers(0, 3000, 20000)
+    f = group_folds(obs, ev, 5, seed=7)
+    # every row of one array event has the same fold
+    df = pl.DataFrame({"o": obs, "e": ev, "f": f})
+    assert df.group_by("o", "e").agg(pl.col("f").n_unique()).get_column("f").max() == 1
+    # a permutation of the rows permutes the folds (no dependence on order or chunking)
+    perm = rng.permutation(len(obs))
+    assert np.array_equal(group_folds(obs[perm], ev[perm], 5, seed=7), f[perm])
+    # folds are balanced (by events) and the seed changes the split
+    n_events = df.unique(["o", "e"]).height
+    sizes = df.unique(["o", "e"]).group_by("f").len().get_column("len").to_numpy()
+    assert len(sizes) == 5 and np.all(np.abs(sizes / n_events - 0.2) < 0.03)
+    assert not np.array_equal(group_folds(obs, ev, 5, seed=8), f)
+    # the early-stopping hold-out is also whole events, independent of the folds
+    v = group_validation(obs, ev, 0.1, seed=7)
+    assert abs(v.mean() - 0.1) < 0.02
+    assert pl.DataFrame({"o": obs, "e": ev, "v": v}).group_by("o", "e").agg(pl.col("v").n_unique())["v"].max() == 1
+    u1, u2 = group_uniform(obs, ev, 7, 1), group_uniform(obs, ev, 7, 2)
+    assert abs(np.corrcoef(u1, u2)[0, 1]) < 0.05
+
+
+def test_training_never_sees_the_test_fold(monkeypatch):
+    """Every cross-validation training (and its early-stopping set) excludes all
+    telescopes of the test fold's array events."""
+    rng = np.random.default_rng(0)
+    n = 3000
+    obs = np.ones(n, np.int64)
+    ev = rng.integers(0, 600, n)
+    X = rng.normal(size=(n, 3)).astype(np.float32)
+    y = X[:, 0] + 0.1 * rng.normal(size=n)
+    calls = []
+    real = M._train_one
+
+    def spy(lgb, params, X_, y_, w, train, valid, *a):
+        calls.append((train.copy(), valid.copy()))
+        return real(lgb, params, X_, y_, w, train, valid, *a)
+
+    monkeypatch.setattr(M, "_train_one", spy)
+    ml = load_config(None, ["ml.max_rounds=30", "ml.n_folds=4"]).ml
+    res = M.fit("energy", X, y, obs, ev, ml, log10_intensity=np.zeros(n))
+    folds = group_folds(obs, ev, 4, ml.seed)
+    assert len(calls) == 5   # 4 folds + the final model
+    for k, (train, valid) in enumerate(calls[:4]):
+        test_events = set(ev[folds == k])
+        assert test_events and not test_events & set(ev[train | valid])
+        assert not set(ev[train]) & set(ev[valid])   # early stopping on other events than training
+    assert np.isfinite(res.oof).all()
+    assert res.info["cv"]["rmse_log10_mean"] < 0.5 * np.std(y)
+
+
+# -- combination --------------------------------------------------------------------------
+
+
+def _pred_table(obs, ev, tel, value, valid, weight):
+    return pa.table({S.OBS_ID: pa.array(obs, pa.int32()), S.EVENT_ID: pa.array(ev, pa.int64()),
+                     S.TEL_ID: pa.array(tel, pa.int16()), VALUE: np.asarray(value, float),
+                     VALID: np.asarray(valid, bool), WEIGHT: np.asarray(weight, float),
+                     "sigma_log10": np.full(len(obs), 0.1)})
+
+
+def test_combination_weights_do_what_their_names_say():
+    cols = {S.HILLAS_INTENSITY: np.array([100.0, 300.0]), S.HILLAS_LENGTH: np.array([0.2, 0.1]),
+            S.HILLAS_WIDTH: np.array([0.1, 0.1])}
+    v = np.array([0.0, 1.0])   # two telescopes: log10 E = 0 and 1
+    starts, ok = np.array([0, 2]), np.ones(2, bool)
+    expected = {"none": 0.5, "intensity": 300 / 400,
+                "aspect_weighted_intensity": 300 * 1.0 / (100 * 2.0 + 300 * 1.0),
+                "inverse_variance": 25.0 / 125.0}   # sigmas 0.1, 0.2 -> weights 100, 25
+    sigma = np.array([0.1, 0.2])
+    for name, want in expected.items():
+        w = combination_weights(name, cols, sigma)
+        mean, mean_sigma, n = weighted_mean(starts, v, w, sigma, ok)
+        assert mean[0] == pytest.approx(want, abs=1e-12), name
+        assert n[0] == 2
+    # inverse-variance: the combined error is 1/sqrt(sum 1/sigma^2)
+    w = combination_weights("inverse_variance", cols, sigma)
+    _, s, _ = weighted_mean(starts, v, w, sigma, ok)
+    assert s[0] == pytest.approx(1 / np.sqrt(100 + 25))
+    with pytest.raises(ValueError):
+        combination_weights("median", cols, sigma)
+
+
+def test_combine_events_skips_invalid_and_sorts():
+    # event 5 has one invalid telescope, event 2 none valid, rows deliberately unsorted
+    t = _pred_table([1, 1, 1, 1], [5, 2, 5, 5], [3, 1, 1, 2], [np.log10(2.0), np.nan, 0.0, 99.0],
+                    [True, False, True, False], [1.0, 1.0, 1.0, 1.0])
+    out = combine_events("energy", t)
+    assert out.column(S.EVENT_ID).to_pylist() == [2, 5]
+    e = out.column(S.RECO_ENERGY).to_numpy()
+    assert np.isnan(e[0]) and e[1] == pytest.approx(np.sqrt(2.0))   # geometric mean of 1 and 2 TeV
+    assert out.column(S.RECO_ENERGY_IS_VALID).to_pylist() == [False, True]
+    assert out.column(S.RECO_ENERGY_N_TELS).to_pylist() == [0, 2]
+    g = combine_events("particle", _pred_table([1, 1], [7, 7], [1, 2], [0.2, 0.6], [True, True], [1.0, 3.0]))
+    assert g.column(S.GAMMANESS).to_numpy()[0] == pytest.approx(0.5)
+    assert S.RECO_ENERGY_UNCERT not in g.column_names
+
+
+def test_weighted_mean_jit_matches_python():
+    rng = np.random.default_rng(1)
+    n = 200
+    starts = np.concatenate([[0], np.sort(rng.choice(np.arange(1, n), 40, replace=False)), [n]]).astype(np.int64)
+    args = (starts, rng.normal(size=n), rng.uniform(0, 2, n) * (rng.random(n) > 0.1), rng.uniform(0.05, 0.3, n),
+            rng.random(n) > 0.2)
+    outs = [[np.empty(41), np.empty(41), np.empty(41, np.int64)] for _ in range(2)]
+    _weighted_mean(*args, *outs[0])
+    _weighted_mean.py_func(*args, *outs[1])
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="shape"):
+        weighted_mean(starts, np.zeros(3), np.zeros(n), np.zeros(n), np.ones(n, bool))
+
+
+# -- metrics ---------------------------------------------------------------------------------
+
+
+def test_roc_auc_and_bias_resolution_hand_worked():
+    assert roc_auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == pytest.approx(0.75)
+    assert roc_auc([0.5, 0.5, 0.5, 0.5], [0, 1, 0, 1]) == pytest.approx(0.5)      # ties count half
+    assert roc_auc([0.9, 0.1], [0, 1]) == 0.0
+    assert np.isnan(roc_auc([0.2, 0.3], [1, 1]))
+    bias, res = bias_resolution(np.full(101, 1.1) * np.linspace(0.9, 1.1, 101), np.ones(101))
+    assert bias == pytest.approx(0.1, abs=1e-9)
+    assert res == pytest.approx(0.5 * 1.1 * (np.quantile(np.linspace(0.9, 1.1, 101), 0.84)
+                                             - np.quantile(np.linspace(0.9, 1.1, 101), 0.16)))
+
+
+# -- config --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("override,message", [
+    ("ml.energy.features=[\"no_such_column\"]", "unknown feature 'no_such_column'"),
+    ("ml.derived.x=\"open(1)\"", "may be called"),
+    ("ml.derived.hillas_width_deg=\"1\"", "new identifier"),
+    ("ml.lightgbm.objective=\"huber\"", "set by dvp"),
+    ("ml.energy.weights=\"median\"", "must be one of"),
+    ("ml.particle.weights=\"inverse_variance\"", "must be one of"),
+    ("ml.n_folds=1", "at least 2"),
+    ("ml.trees=3", "unknown key 'ml.trees'"),
+])
+def test_bad_ml_config(override, message):
+    with pytest.raises(DvpError) as e:
+        load_config(None, [override])
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_derived_features_from_config():
+    from dvp.ml.features import FeatureSpec
+    ml = load_config(None, ['ml.derived.area_deg2="hillas_length_deg * hillas_width_deg"',
+                            'ml.derived.log_area="log10(area_deg2)"',
+                            'ml.energy.features=["log_area", "hillas_r_deg"]']).ml
+    spec = FeatureSpec.from_config(ml.energy, ml.derived)
+    assert spec.features == ("log_area", "hillas_r_deg")
+    assert [n for n, _ in spec.derived] == ["area_deg2", "log_area"]
+    assert "hillas_length_deg" in spec.columns and "log_area" not in spec.columns
+    cols = {c: np.array([1.0, 2.0]) for c in spec.columns}
+    cols["is_valid"] = np.array([True, False])
+    cols["hillas_length_deg"] = np.array([0.5, 0.1])
+    env = spec.environment(cols)
+    X, usable = spec.matrix(env, 2)
+    np.testing.assert_allclose(X[:, 0], np.log10([0.5 * 1.0, 0.1 * 2.0]), rtol=1e-6)
+    assert usable.tolist() == [True, False]   # quality: is_valid
+
+
+# -- end to end on simulated gammas and protons ----------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ml_products(tmp_path_factory, sim_dl2_gamma, sim_dl2_proton):
+    return sim_dl2_gamma, sim_dl2_proton
+
+
+def _run(*args):
+    """Exit code and, for failures, the (stripped) error output."""
+    res = CliRunner().invoke(app, list(map(str, args)), catch_exceptions=False)
+    return res.exit_code, (res.stderr if res.exit_code else res.output).strip()
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, ml_products):
+    g, p = ml_products
+    out = tmp_path_factory.mktemp("models")
+    opts = ["--set", "ml.max_rounds=200", "-q"]
+    code, msg = _run("train", "energy", "--signal", g, "-o", out / "energy", *opts)
+    assert code == 0, msg
+    code, msg = _run("apply-models", g, p, "-m", out / "energy", "-o", out / "gp_energy", "-q")
+    assert code == 0, msg
+    # separate gamma and proton products with the energy applied, for the classifier
+    for src, name in ((g, "g_e"), (p, "p_e")):
+        code, msg = _run("apply-models", src, "-m", out / "energy", "-o", out / name, "-q")
+        assert code == 0, msg
+    code, msg = _run("train", "particle", "--signal", out / "g_e", "--background", out / "p_e",
+                     "-o", out / "particle", *opts)
+    assert code == 0, msg
+    code, msg = _run("apply-models", g, p, "-m", out / "energy", "-m", out / "particle", "-o", out / "both", "-q")
+    assert code == 0, msg
+    return out
+
+
+def test_trained_models_beat_chance(trained):
+    meta = json.loads((trained / "energy" / M.MODEL_SET_FILE).read_text())
+    assert meta["kind"] == "energy" and meta["features"][0] == "log10_intensity"
+    for info in meta["telescope_types"].values():
+        cv = info["cv"]
+        assert len(cv["folds"]) == 5
+        # a constant predictor's rmse is the spread of log10(E) (≈ 0.4 dex here)
+        assert cv["rmse_log10_mean"] < 0.25 and abs(cv["bias_mean"]) < 0.1
+        assert info["sigma_table"]["sigma_log10"]
+    pmeta = json.loads((trained / "particle" / M.MODEL_SET_FILE).read_text())
+    for info in pmeta["telescope_types"].values():
+        assert info["cv"]["auc_mean"] > 0.75, info["cv"]
+        assert set(info["particles"]["signal"]) == {"gamma"} and set(info["particles"]["background"]) == {"proton"}
+    ev = pl.read_parquet(trained / "both" / "dl2" / "*.parquet")
+    ok = ev.filter(pl.col(S.RECO_ENERGY_IS_VALID))
+    assert ok.height > 0.5 * ev.filter(pl.col(S.RECO_IS_VALID)).height
+    r = np.corrcoef(np.log10(ok[S.RECO_ENERGY].to_numpy()), np.log10(ok[S.TRUE_ENERGY].to_numpy()))[0, 1]
+    assert r > 0.9
+    gm = ev.filter(pl.col(S.GAMMANESS_IS_VALID))
+    auc = roc_auc(gm[S.GAMMANESS].to_numpy(), (gm[S.PARTICLE] == "gamma").to_numpy())
+    assert auc > 0.8
+    assert ((ev[S.RECO_ENERGY_UNCERT] > 0) | ~ev[S.RECO_ENERGY_IS_VALID]).all()
+
+
+def test_apply_output_is_a_complete_product(trained):
+    out = trained / "both"
+    assert sorted(p.name for p in out.iterdir()) == ["dl1", "dl2", "dl2_telescopes", "instrument",
+                                                     "provenance.json", "simulation", "trigger"]
+    S.check_file_schema(pa.parquet.read_schema(out / "dl2" / "part-00000.parquet"), S.DL2_EVENTS, "dl2")
+    tel = pl.read_parquet(out / "dl2_telescopes" / "*.parquet")
+    ev = pl.read_parquet(out / "dl2" / "*.parquet")
+    # the event value is the weighted mean of the valid telescope values (inverse variance
+    # for energy, none for gammaness): recompute the gammaness from the telescope column
+    g = (tel.filter(pl.col(S.TEL_GAMMANESS_IS_VALID)).group_by(S.OBS_ID, S.EVENT_ID)
+         .agg(pl.col(S.TEL_GAMMANESS).mean().alias("g"), pl.len().alias("n")))
+    j = ev.join(g, on=[S.OBS_ID, S.EVENT_ID], how="inner")
+    assert j.height == ev.filter(pl.col(S.GAMMANESS_IS_VALID)).height > 0
+    np.testing.assert_allclose(j[S.GAMMANESS].to_numpy(), j["g"].to_numpy(), rtol=1e-12)
+    assert (j[S.GAMMANESS_N_TELS].cast(pl.Int64) == j["n"].cast(pl.Int64)).all()
+    prov = json.loads((out / "provenance.json").read_text())
+    assert [m["kind"] for m in prov["config"]["models"]] == ["energy", "particle"]
+    import duckdb
+    n = duckdb.sql(f"select count(*) from read_parquet('{out}/dl2/*.parquet') where gammaness > 0.5").fetchall()[0][0]
+    assert n == ev.filter(pl.col(S.GAMMANESS) > 0.5).height
+
+
+def test_same_seed_same_models(trained, ml_products, tmp_path):
+    g, _ = ml_products
+    code, msg = _run("train", "energy", "--signal", g, "-o", tmp_path / "again", "--set", "ml.max_rounds=200", "-q")
+    assert code == 0, msg
+    for f in (trained / "energy").glob("*.lgb.txt"):
+        assert (tmp_path / "again" / f.name).read_text() == f.read_text()
+
+
+def test_mismatched_features_fail_cleanly(trained, ml_products, tmp_path):
+    g, _ = ml_products
+    bad = tmp_path / "bad"
+    shutil.copytree(trained / "energy", bad)
+    meta = json.loads((bad / M.MODEL_SET_FILE).read_text())
+    meta["features"][0], meta["features"][1] = meta["features"][1], meta["features"][0]
+    (bad / M.MODEL_SET_FILE).write_text(json.dumps(meta))
+    code, msg = _run("apply-models", g, "-m", bad, "-o", tmp_path / "out")
+    assert code == 1 and "model features differ" in msg and "\n" not in msg and msg.startswith("dvp: error:")
+    assert not (tmp_path / "out").exists()
+    # a particle model needs the reconstructed energy: without an energy model it is a one-line error
+    code, msg = _run("apply-models", g, "-m", trained / "particle", "-o", tmp_path / "out2")
+    assert code == 1 and "reco_energy_tev" in msg and "apply an energy model first" in msg
+    assert not (tmp_path / "out2").exists()
+    (tmp_path / "empty").mkdir()
+    code, msg = _run("apply-models", g, "-m", tmp_path / "empty", "-o", tmp_path / "out3")
+    assert code == 1 and "not a dvp model set" in msg
+    code, msg = _run("train", "particle", "--signal", g, "-o", tmp_path / "m")
+    assert code == 1 and "--background" in msg
