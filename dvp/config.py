@@ -429,10 +429,13 @@ COMBINE_WEIGHTS = {"energy": ("inverse_variance", "intensity", "aspect_weighted_
 ML_QUALITY = (("valid_image", "is_valid"), ("valid_geometry", "reco_is_valid"),
               ("positive_intensity", "hillas_intensity_pe > 0"))
 #: LightGBM parameters (https://lightgbm.readthedocs.io/en/stable/Parameters.html); the
-#: objective is set by the model kind, the seed by ``ml.seed``
-LIGHTGBM_DEFAULTS = {"learning_rate": 0.1, "num_leaves": 63, "min_data_in_leaf": 50, "max_bin": 127,
+#: objective is set by the model kind, the seed by ``ml.seed``. max_depth 8 keeps the same
+#: accuracy as unlimited depth on toy MC but halves the depth each prediction walks
+#: (benchmarks/RESULTS.md); one thread by default because OpenMP threads competing with
+#: other processes on a busy node slowed training tenfold in our measurements.
+LIGHTGBM_DEFAULTS = {"learning_rate": 0.1, "num_leaves": 63, "max_depth": 8, "min_data_in_leaf": 50, "max_bin": 127,
                      "feature_fraction": 0.9, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
-                     "num_threads": 0}
+                     "num_threads": 1}
 _LIGHTGBM_FORBIDDEN = {"objective", "seed", "metric", "verbose", "verbosity", "deterministic"}
 
 

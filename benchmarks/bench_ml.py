@@ -1,0 +1,266 @@
+"""dvp's LightGBM models against ctapipe's and lstchain's scikit-learn choices, same data, one run.
+
+Usage::
+
+    python benchmarks/bench_ml.py --gamma G_DL2 --proton P_DL2 [--figures DIR] [--threads 1]
+
+G_DL2 / P_DL2 are DL2 product directories (``dvp dl1-to-dl2`` output) of simulated
+gammas and protons; ``make ml-data`` makes the ones in benchmarks/RESULTS.md.
+
+Split (by array event, splitmix64 hash, so no shower is in two parts): gammas 1/3 energy
+training, 1/3 classifier training, 1/3 test; protons 1/2 classifier training, 1/2 test.
+Per telescope type, on exactly the same rows and features (dvp's default feature list):
+
+- **dvp**: LightGBM (dvp's defaults: early stopping on 10 % of the training events);
+- **ctapipe**: scikit-learn ExtraTrees, 10 trees, max depth 10 (ctapipe's example config);
+- **lstchain**: scikit-learn RandomForest as lstchain's standard config (energy: 150 trees,
+  depth 50, min_samples_leaf 2; particle: 100 trees, depth 100, min_samples_leaf 2,
+  max_features sqrt).
+
+All models train on one thread (``--threads``). Telescope predictions are combined per
+array event the same way for every method (mean of log10 E and of gammaness, weighted
+by intensity); dvp is also shown with its default inverse-variance energy weights. The
+classifier's reconstructed-energy feature comes from dvp's energy model for every method,
+so the classifier comparison isolates the classifier. Prints per-energy-bin energy bias
+and resolution, ROC AUC, training times and dvp's prediction speed.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dvp import schemas as S  # noqa: E402
+from dvp.config import load_config  # noqa: E402
+from dvp.kernels.combine import weighted_mean  # noqa: E402
+from dvp.kernels.forest import flatten_lightgbm  # noqa: E402
+from dvp.kernels.stereo import group_events  # noqa: E402
+from dvp.ml.dataset import columns_as_numpy, load_telescope_events, telescope_types  # noqa: E402
+from dvp.ml.features import FeatureSpec  # noqa: E402
+from dvp.ml.metrics import bias_resolution, roc_auc  # noqa: E402
+from dvp.ml.model import _lgb, _train_one, class_weights, lightgbm_params, sigma_table  # noqa: E402
+from dvp.ml.split import group_uniform, group_validation  # noqa: E402
+
+E_EDGES = np.array([0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0])
+METHODS = ("dvp", "ctapipe", "lstchain")
+
+
+def load(product, ml, label):
+    """Per telescope type: all default feature inputs + targets, rows with usable features."""
+    espec = FeatureSpec.from_config(ml.energy, ml.derived)
+    pspec = FeatureSpec.from_config(ml.particle, ml.derived)
+    cols_needed = sorted({*espec.columns, *(c for c in pspec.columns if c != S.RECO_ENERGY), S.TRUE_ENERGY,
+                          S.HILLAS_INTENSITY})
+    out = {}
+    for t in telescope_types(product):
+        df = load_telescope_events(product, t, cols_needed)
+        c = columns_as_numpy(df)
+        c["label"] = np.full(df.height, label)
+        out[t] = c
+    return out
+
+
+def models(kind, threads, seed):
+    from sklearn.ensemble import ExtraTreesClassifier, ExtraTreesRegressor, RandomForestClassifier, RandomForestRegressor
+    if kind == "energy":
+        return {"ctapipe": ExtraTreesRegressor(n_estimators=10, max_depth=10, n_jobs=threads, random_state=seed),
+                "lstchain": RandomForestRegressor(n_estimators=150, max_depth=50, min_samples_leaf=2, max_features=1.0,
+                                                  n_jobs=threads, random_state=seed)}
+    return {"ctapipe": ExtraTreesClassifier(n_estimators=10, max_depth=10, n_jobs=threads, random_state=seed),
+            "lstchain": RandomForestClassifier(n_estimators=100, max_depth=100, min_samples_leaf=2, max_features="sqrt",
+                                               n_jobs=threads, random_state=seed)}
+
+
+def train_all(kind, X, y, obs, ev, ml, threads):
+    """{method: (predict function, seconds to train)} on the same rows."""
+    lgb = _lgb()
+    params = dict(lightgbm_params(kind, ml), num_threads=threads)
+    w = class_weights(y) if kind == "particle" else np.ones(len(y))
+    hold = group_validation(obs, ev, ml.validation_fraction, ml.seed)
+    out = {}
+    t0 = time.perf_counter()
+    b = _train_one(lgb, params, X, y, w, ~hold, hold, ml.max_rounds, ml.early_stopping_rounds)
+    out["dvp"] = (lambda Z, b=b: b.predict(Z, num_threads=threads), time.perf_counter() - t0, b)
+    for name, m in models(kind, threads, ml.seed).items():
+        Xs = np.nan_to_num(X)
+        t0 = time.perf_counter()
+        if kind == "particle":
+            m.fit(Xs, y, sample_weight=w)
+            fn = (lambda Z, m=m: m.predict_proba(np.nan_to_num(Z))[:, 1])
+        else:
+            m.fit(Xs, y)
+            fn = (lambda Z, m=m: m.predict(np.nan_to_num(Z)))
+        out[name] = (fn, time.perf_counter() - t0, m)
+    return out
+
+
+def combine(obs, ev, tel, value, weight):
+    order, starts = group_events(obs, ev, tel)
+    mean, _, n = weighted_mean(starts, value[order], weight[order], np.zeros(len(value)), np.isfinite(value[order]))
+    first = order[starts[:-1]]
+    return obs[first], ev[first], mean, n
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--gamma", required=True, type=Path)
+    ap.add_argument("--proton", required=True, type=Path)
+    ap.add_argument("--figures", type=Path, default=Path(__file__).parent / "figures")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    ml = load_config(None, [f"ml.seed={args.seed}"]).ml
+    espec = FeatureSpec.from_config(ml.energy, ml.derived)
+    pspec = FeatureSpec.from_config(ml.particle, ml.derived)
+    t0 = time.perf_counter()
+    gam, pro = load(args.gamma, ml, 1), load(args.proton, ml, 0)
+    print(f"loaded features in {time.perf_counter() - t0:.1f} s")
+    types = sorted(set(gam) & set(pro))
+    per_tel = {m: [] for m in METHODS}     # (obs, ev, tel, label, log10E_pred, gammaness, intensity, part, sigma)
+    timings = []
+    for t in types:
+        g, p = gam[t], pro[t]
+        cols = {k: np.concatenate([g[k], p[k]]) for k in g if k in p}
+        n = len(cols[S.OBS_ID])
+        # 0/1/2 = energy training / classifier training / test; protons: 1 or 2
+        u = group_uniform(cols[S.OBS_ID] + 1_000_000 * (1 - cols["label"]), cols[S.EVENT_ID], args.seed, salt=9)
+        part = np.where(cols["label"] == 1, np.minimum((u * 3).astype(int), 2), 1 + (u >= 0.5))
+        env = espec.environment(cols)
+        Xe, ue = espec.matrix(env, n)
+        ye = np.log10(cols[S.TRUE_ENERGY])
+        tr = ue & (part == 0) & (cols["label"] == 1)
+        reg = train_all("energy", Xe[tr], ye[tr], cols[S.OBS_ID][tr], cols[S.EVENT_ID][tr], ml, args.threads)
+        # dvp's per-telescope error table from its energy-training residuals (for inverse variance)
+        log_int = np.log10(cols[S.HILLAS_INTENSITY])
+        # classifier features: dvp's energy for every method, then the same matrix
+        le = np.full(n, np.nan)
+        le[ue] = reg["dvp"][0](Xe[ue])
+        cols[S.RECO_ENERGY] = 10 ** le
+        Xp, up = pspec.matrix(pspec.environment(cols), n)
+        trp = up & (part == 1)
+        yp = cols["label"].astype(float)
+        clf = train_all("particle", Xp[trp], yp[trp], cols[S.OBS_ID][trp] + 1_000_000 * (1 - cols["label"][trp]),
+                        cols[S.EVENT_ID][trp], ml, args.threads)
+        table = None
+        for m in METHODS:
+            e_pred = np.full(n, np.nan)
+            e_pred[ue] = reg[m][0](Xe[ue])
+            g_pred = np.full(n, np.nan)
+            g_pred[up] = clf[m][0](Xp[up])
+            if m == "dvp":
+                table = sigma_table(e_pred[tr] - ye[tr], log_int[tr])
+            per_tel[m].append((cols[S.OBS_ID] + 1_000_000 * (1 - cols["label"]), cols[S.EVENT_ID], cols[S.TEL_ID],
+                               cols["label"], e_pred, g_pred, cols[S.HILLAS_INTENSITY], part,
+                               np.interp(log_int, table["log10_intensity"], table["sigma_log10"])))
+        # prediction speed of dvp's LightGBM on one thread (telescope events / s)
+        b_e, b_p = reg["dvp"][2], clf["dvp"][2]
+        f_e, f_p = flatten_lightgbm(b_e), flatten_lightgbm(b_p)
+        Xbig = np.ascontiguousarray(np.tile(Xe[ue], (max(1, 200_000 // max(ue.sum(), 1)), 1)))
+        best = min(_timed(lambda: f_e.predict(Xbig)) for _ in range(3))
+        Xbigp = np.ascontiguousarray(np.tile(Xp[up], (max(1, 200_000 // max(up.sum(), 1)), 1)))
+        bestp = min(_timed(lambda: f_p.predict(Xbigp)) for _ in range(3))
+        lgb_best = min(_timed(lambda: b_e.predict(Xbig, num_threads=1)) for _ in range(2))
+        print(f"{t}: energy prediction {len(Xbig) / best:,.0f} tel ev/s (dvp forest kernel) vs "
+              f"{len(Xbig) / lgb_best:,.0f} (LightGBM predict, one thread)")
+        timings.append((t, tr.sum(), trp.sum(), {m: reg[m][1] for m in METHODS}, {m: clf[m][1] for m in METHODS},
+                        len(Xbig) / best, len(Xbigp) / bestp, b_e.num_trees(), b_p.num_trees()))
+    print("\n## training (one thread) and prediction speed\n")
+    print("| telescope type | energy rows | dvp s | ctapipe ET s | lstchain RF s | particle rows | dvp s | ctapipe ET s "
+          "| lstchain RF s | dvp trees (E/P) | dvp predict tel ev/s, one core (E/P) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for t, ne, np_, te, tp, se, sp, nte, ntp in timings:
+        print(f"| {t} | {ne:,} | {te['dvp']:.2f} | {te['ctapipe']:.2f} | {te['lstchain']:.2f} | {np_:,} | {tp['dvp']:.2f} "
+              f"| {tp['ctapipe']:.2f} | {tp['lstchain']:.2f} | {nte}/{ntp} | {se:,.0f} / {sp:,.0f} |")
+    tot = {k: sum(x[3][k] + x[4][k] for x in timings) for k in METHODS}
+    print(f"\ntotal training time: dvp {tot['dvp']:.1f} s, ctapipe ExtraTrees {tot['ctapipe']:.1f} s "
+          f"({tot['ctapipe'] / tot['dvp']:.1f}x dvp), lstchain RandomForest {tot['lstchain']:.1f} s "
+          f"({tot['lstchain'] / tot['dvp']:.1f}x dvp)")
+    results = {}
+    for m in METHODS:
+        cat = [np.concatenate([x[i] for x in per_tel[m]]) for i in range(9)]
+        obs, ev, tel, label, le, gp, inten, part, sig = cat
+        test = part == 2
+        o, e, le_ev, n_e = combine(obs[test], ev[test], tel[test], le[test], inten[test])
+        _, _, g_ev, _ = combine(obs[test], ev[test], tel[test], gp[test], inten[test])
+        results[m] = (o, e, le_ev, g_ev)
+        if m == "dvp":
+            _, _, le_iv, _ = combine(obs[test], ev[test], tel[test], le[test], 1 / sig[test] ** 2)
+            results["dvp (inverse variance)"] = (o, e, le_iv, g_ev)
+    # true energy and particle per test event
+    truth = pl.concat([
+        pl.read_parquet(args.gamma / "dl2" / "*.parquet", columns=[S.OBS_ID, S.EVENT_ID, S.TRUE_ENERGY])
+        .with_columns(label=pl.lit(1)),
+        pl.read_parquet(args.proton / "dl2" / "*.parquet", columns=[S.OBS_ID, S.EVENT_ID, S.TRUE_ENERGY])
+        .with_columns(label=pl.lit(0), obs_id=pl.col(S.OBS_ID) + 1_000_000)])
+    rows_e, rows_a = {}, {}
+    for m, (o, e, le_ev, g_ev) in results.items():
+        df = pl.DataFrame({S.OBS_ID: o, S.EVENT_ID: e, "le": le_ev, "g": g_ev}).join(
+            truth, on=[S.OBS_ID, S.EVENT_ID], how="left")
+        gm = df.filter((pl.col("label") == 1) & pl.col("le").is_finite())
+        et = gm[S.TRUE_ENERGY].to_numpy()
+        er = 10 ** gm["le"].to_numpy()
+        rows_e[m] = [bias_resolution(er[(et >= lo) & (et < hi)], et[(et >= lo) & (et < hi)]) + (
+            int(((et >= lo) & (et < hi)).sum()),) for lo, hi in zip(E_EDGES[:-1], E_EDGES[1:])]
+        rows_e[m].append(bias_resolution(er, et) + (len(et),))
+        ok = df.filter(pl.col("g").is_finite() & pl.col("le").is_finite())
+        ereco = 10 ** ok["le"].to_numpy()
+        rows_a[m] = [(roc_auc(ok["g"].to_numpy()[sel], ok["label"].to_numpy()[sel]), int(sel.sum()))
+                     for sel in [(ereco >= lo) & (ereco < hi) for lo, hi in zip(E_EDGES[:-1], E_EDGES[1:])]]
+        rows_a[m].append((roc_auc(ok["g"].to_numpy(), ok["label"].to_numpy()), ok.height))
+    labels = [f"{lo:g}–{hi:g}" for lo, hi in zip(E_EDGES[:-1], E_EDGES[1:])] + ["all"]
+    print("\n## energy resolution / bias per true-energy bin (test gammas, array events)\n")
+    names = list(results)
+    print("| true E (TeV) | events | " + " | ".join(f"{m} res / bias" for m in names) + " |")
+    print("| --- | --- |" + " --- |" * len(names))
+    for i, lab in enumerate(labels):
+        print(f"| {lab} | {rows_e['dvp'][i][2]:,} | " + " | ".join(
+            f"{rows_e[m][i][1]:.3f} / {rows_e[m][i][0]:+.3f}" for m in names) + " |")
+    print("\n## ROC AUC per reconstructed-energy bin (test gammas vs protons, array events)\n")
+    names_a = [m for m in names if m != "dvp (inverse variance)"]
+    print("| reco E (TeV) | events | " + " | ".join(names_a) + " |")
+    print("| --- | --- |" + " --- |" * len(names_a))
+    for i, lab in enumerate(labels):
+        print(f"| {lab} | {rows_a['dvp'][i][1]:,} | " + " | ".join(f"{rows_a[m][i][0]:.4f}" for m in names_a) + " |")
+    _plot(args.figures, labels[:-1], rows_e, rows_a)
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _plot(directory, labels, rows_e, rows_a):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    directory.mkdir(parents=True, exist_ok=True)
+    centres = np.sqrt(E_EDGES[:-1] * E_EDGES[1:])
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for m in rows_e:
+        res = np.array([r[1] for r in rows_e[m][:-1]])
+        bias = np.array([r[0] for r in rows_e[m][:-1]])
+        axes[0].plot(centres, res, "o-", label=m)
+        axes[1].plot(centres, bias, "o-", label=m)
+    for m in rows_a:
+        axes[2].plot(centres, [r[0] for r in rows_a[m][:-1]], "o-", label=m)
+    for ax, yl in zip(axes, ("energy resolution (68 %)", "energy bias (median)", "ROC AUC")):
+        ax.set_xscale("log")
+        ax.set_xlabel("true energy (TeV)" if yl != "ROC AUC" else "reconstructed energy (TeV)")
+        ax.set_ylabel(yl)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle("dvp LightGBM vs ctapipe ExtraTrees vs lstchain RandomForest (toy MC, same split)")
+    fig.tight_layout()
+    fig.savefig(directory / "ml_comparison.png", dpi=110)
+    print(f"\nfigure: {directory / 'ml_comparison.png'}")
+
+
+if __name__ == "__main__":
+    main()
