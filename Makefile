@@ -5,8 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SHARED ?= ../shared
 DEMO_OUT ?= demo-out
+DEMO_ML_SHOWERS ?= 20000
 
-.PHONY: venv install demo test bench clean
+.PHONY: venv install demo test bench bench-ml ml-data clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -n "$(PYTHON)" || { echo "make: no python3.11 or python3 found (set PYTHON=...)"; exit 1; }
@@ -32,6 +33,37 @@ demo: install
 	$(PY) -c "import polars as pl; print(pl.read_parquet('$(DEMO_OUT)/prod5-protons-dl2/dl2/*.parquet').select('event_id', 'n_tels_used', 'reco_is_valid', 'reco_alt_deg', 'true_alt_deg', 'reco_az_deg', 'true_az_deg', 'reco_h_max_m', 'true_energy_tev'))"
 	$(PY) -c "import polars as pl; print(pl.scan_parquet('$(DEMO_OUT)/*-dl1/dl1/**/*.parquet', hive_partitioning=True).group_by('tel_type').agg(pl.len().alias('tel_events'), pl.col('is_valid').sum().alias('parameterised'), pl.col('hillas_intensity_pe').median(), pl.col('hillas_width_deg').median(), pl.col('morphology_n_islands').max()).sort('tel_type').collect())"
 
+	@echo "== energy and gammaness on toy MC: simulate, DL2, train, apply =="
+	for spec in gamma-energy:11 gamma-particle:12 gamma-test:13; do \
+		$(VENV)/bin/dvp simulate --particle gamma --n-showers $(DEMO_ML_SHOWERS) --seed $${spec#*:} --level dl1 -q \
+			-o $(DEMO_OUT)/ml/$${spec%:*}-dl1 && \
+		$(VENV)/bin/dvp dl1-to-dl2 $(DEMO_OUT)/ml/$${spec%:*}-dl1 -o $(DEMO_OUT)/ml/$${spec%:*} -q || exit 1; done
+	for spec in proton-particle:21 proton-test:22; do \
+		$(VENV)/bin/dvp simulate --particle proton --n-showers $(DEMO_ML_SHOWERS) --seed $${spec#*:} --level dl1 -q \
+			--energy-range 0.1 100 --viewcone-deg 5 -o $(DEMO_OUT)/ml/$${spec%:*}-dl1 && \
+		$(VENV)/bin/dvp dl1-to-dl2 $(DEMO_OUT)/ml/$${spec%:*}-dl1 -o $(DEMO_OUT)/ml/$${spec%:*} -q || exit 1; done
+	$(VENV)/bin/dvp train energy --signal $(DEMO_OUT)/ml/gamma-energy -o $(DEMO_OUT)/ml/models/energy
+	$(VENV)/bin/dvp apply-models $(DEMO_OUT)/ml/gamma-particle -m $(DEMO_OUT)/ml/models/energy -o $(DEMO_OUT)/ml/gamma-particle-e -q
+	$(VENV)/bin/dvp apply-models $(DEMO_OUT)/ml/proton-particle -m $(DEMO_OUT)/ml/models/energy -o $(DEMO_OUT)/ml/proton-particle-e -q
+	$(VENV)/bin/dvp train particle --signal $(DEMO_OUT)/ml/gamma-particle-e --background $(DEMO_OUT)/ml/proton-particle-e \
+		-o $(DEMO_OUT)/ml/models/particle
+	$(VENV)/bin/dvp apply-models $(DEMO_OUT)/ml/gamma-test $(DEMO_OUT)/ml/proton-test -m $(DEMO_OUT)/ml/models -o $(DEMO_OUT)/ml/test-dl2
+	@echo "energy resolution (gammas, per true energy) and ROC AUC (gammas vs protons, per reconstructed energy):"
+	$(PY) -m dvp.ml.report $(DEMO_OUT)/ml/test-dl2
+
+# the data set of the energy/gammaness benchmark in benchmarks/RESULTS.md (not committed)
+ML_DATA ?= ml-data
+ml-data: install
+	$(VENV)/bin/dvp simulate --particle gamma --n-showers 200000 --reuse 10 --seed 101 --level dl1 -o $(ML_DATA)/gamma-dl1 --overwrite
+	$(VENV)/bin/dvp dl1-to-dl2 $(ML_DATA)/gamma-dl1 -o $(ML_DATA)/gamma-dl2 --overwrite
+	$(VENV)/bin/dvp simulate --particle proton --n-showers 200000 --reuse 10 --seed 102 --energy-range 0.1 100 \
+		--viewcone-deg 5 --level dl1 -o $(ML_DATA)/proton-dl1 --overwrite
+	$(VENV)/bin/dvp dl1-to-dl2 $(ML_DATA)/proton-dl1 -o $(ML_DATA)/proton-dl2 --overwrite
+
+bench-ml: install ml-data
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,bench]"
+	$(PY) benchmarks/bench_ml.py --gamma $(ML_DATA)/gamma-dl2 --proton $(ML_DATA)/proton-dl2
+
 test: install
 	@test -d $(SHARED)/data/simtel || { echo "make: $(SHARED)/data/simtel missing"; exit 1; }
 	$(PY) -m pytest -q
@@ -45,3 +77,9 @@ bench: install
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
+
+# toy Monte Carlo figure set (dvp/sim/figures.py): gamma vs proton DL1 distributions and
+# LSTCam toy vs the shared sim_telarray gamma and lst_muons files, PNGs in benchmarks/figures/sim/
+.PHONY: sim-figures
+sim-figures: install
+	$(PY) -m dvp.sim.figures benchmarks/figures/sim

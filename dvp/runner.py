@@ -143,7 +143,8 @@ def simtel_to_r1(inputs, output, *, overwrite=False, batch_bytes=ROW_GROUP_BYTES
 # -- R1 → DL1 ------------------------------------------------------------------------
 
 PRODUCT_SIM_TABLES = (("runs.parquet", S.SIM_RUN), ("showers.parquet", S.SIM_SHOWER),
-                      ("shower_distribution.parquet", S.SIM_SHOWER_DISTRIBUTION))
+                      ("shower_distribution.parquet", S.SIM_SHOWER_DISTRIBUTION),
+                      ("muons.parquet", "simulation.muon"))   # true rings of dvp simulate --particle muon
 
 
 def expand_products(inputs, level: str) -> list[Path]:
@@ -649,15 +650,21 @@ def _read_whole(files, columns):
 
 DEFAULT_LAYOUT = (Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "simtel"
                   / "gamma_diffuse_run000010_za20deg_azm000deg_North_alpha_6.0.0_test_file.simtel.zst")
-SIM_PARTICLES = ("gamma", "proton")
+SIM_PARTICLES = ("gamma", "electron", "proton", "muon")
+SIM_LEVELS = ("r1", "dl1")
 MAX_VIEWCONE_DEG = 20.0
+#: energy range (TeV) when none is given: muons for calibration are mostly 10-100 GeV
+DEFAULT_ENERGY_RANGE_TEV = {"muon": (0.01, 0.1)}
+SHOWER_ENERGY_RANGE_TEV = (0.03, 10.0)
 
 
 def _check_sim_params(particle, n_showers, energy_range, spectral_index, viewcone_deg, offset_deg,
-                      scatter_radius_m, reuse):
+                      scatter_radius_m, reuse, level="r1"):
     """One-line :class:`DvpError` for any bad simulation parameter (before any work)."""
     if particle not in SIM_PARTICLES:
         raise DvpError(f"--particle must be one of {', '.join(SIM_PARTICLES)}, not {particle!r}")
+    if level not in SIM_LEVELS:
+        raise DvpError(f"--level must be one of {', '.join(SIM_LEVELS)}, not {level!r}")
     if int(n_showers) < 1:
         raise DvpError(f"--n-showers must be ≥ 1, not {n_showers}")
     e_min, e_max = map(float, energy_range)
@@ -665,6 +672,8 @@ def _check_sim_params(particle, n_showers, energy_range, spectral_index, viewcon
         raise DvpError(f"--energy-range must be positive TeV, not {e_min} {e_max}")
     if e_min >= e_max:
         raise DvpError(f"--energy-range: min {e_min} must be below max {e_max}")
+    if particle == "muon" and e_min <= 0.106e-3:
+        raise DvpError(f"--energy-range: muon energies must exceed the muon mass (0.106 GeV), not {e_min} TeV")
     if not np.isfinite(spectral_index):
         raise DvpError(f"--spectral-index must be finite, not {spectral_index}")
     if not 0.0 <= viewcone_deg <= MAX_VIEWCONE_DEG:
@@ -677,26 +686,15 @@ def _check_sim_params(particle, n_showers, energy_range, spectral_index, viewcon
         raise DvpError(f"--reuse must be in [1, 100] (event ids are shower × 100 + reuse), not {reuse}")
 
 
-def simulate(particle, n_showers, output, *, layout=None, energy_range=(0.03, 10.0), spectral_index=-2.0,
-             viewcone_deg=0.0, offset_deg=0.0, scatter_radius_m=1000.0, reuse=10, seed=0, obs_id=1,
-             overwrite=False, progress=None) -> RunSummary:
-    """Toy Monte Carlo (:mod:`dvp.sim`) into an R1 product directory, as simtel-to-r1 writes one.
-
-    The instrument (and pointing, site height) come from the sim_telarray file ``layout``.
-    Every simulated shower is written to simulation/showers.parquet, triggered or not.
-    The same arguments and ``seed`` give bit-identical tables.
-    """
+def _sim_layout(layout):
+    """``(path, subarray, pointing_alt_deg, pointing_az_deg)`` from a sim_telarray file."""
     import warnings
 
-    from .io.simtel import build_subarray, check_simtel_file, clip_altitude
-    from .sim import camera as C
-    from .sim.events import ToySimulation
-    from .sim.showers import PARTICLE_IDS, generate
-
-    _check_sim_params(particle, n_showers, energy_range, spectral_index, viewcone_deg, offset_deg,
-                      scatter_radius_m, reuse)
-    layout = check_simtel_file(DEFAULT_LAYOUT if layout is None else layout)
     from eventio import SimTelFile
+
+    from .io.simtel import build_subarray, check_simtel_file, clip_altitude
+
+    layout = check_simtel_file(DEFAULT_LAYOUT if layout is None else layout)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -707,33 +705,85 @@ def simulate(particle, n_showers, output, *, layout=None, energy_range=(0.03, 10
         raise
     except Exception as e:
         raise InputError(layout, f"cannot read the instrument ({type(e).__name__}: {e})") from None
-    p_alt, p_az = float(np.rad2deg(clip_altitude(float(alt)))), float(np.rad2deg(float(az)))
+    return layout, subarray, float(np.rad2deg(clip_altitude(float(alt)))), float(np.rad2deg(float(az)))
+
+
+def simulate(particle, n_showers, output, *, layout=None, energy_range=None, spectral_index=-2.0,
+             viewcone_deg=0.0, offset_deg=0.0, scatter_radius_m=1000.0, reuse=10, seed=0, obs_id=1,
+             level="r1", config=None, overwrite=False, progress=None) -> RunSummary:
+    """Toy Monte Carlo (:mod:`dvp.sim`) into an R1 or DL1 product directory.
+
+    ``level="r1"`` writes what simtel-to-r1 writes; ``level="dl1"`` runs the R1 → DL1
+    stage (``config.r1_to_dl1``, :func:`dvp.stages.r1_to_dl1.r1_to_dl1`) on every
+    simulated batch in memory and writes only ``dl1/``, as ``r1-to-dl1`` would from the
+    R1 product (same rows and values). The instrument (and pointing, site height) come
+    from the sim_telarray file ``layout``. Every simulated shower (or muon) is written to
+    simulation/showers.parquet, triggered or not; muons also get simulation/muons.parquet
+    (:mod:`dvp.sim.muons`, the true ring parameters). ``energy_range`` defaults to
+    0.03-10 TeV (muons: 0.01-0.1 TeV); for muons ``scatter_radius_m`` is unused (impacts
+    lie within 1.2 mirror radii of the telescope hit). The same arguments and ``seed``
+    give bit-identical tables.
+    """
+    from .sim import camera as C
+    from .sim.events import ToySimulation
+    from .sim.showers import PARTICLE_IDS, generate
+
+    if energy_range is None:
+        energy_range = DEFAULT_ENERGY_RANGE_TEV.get(particle, SHOWER_ENERGY_RANGE_TEV)
+    _check_sim_params(particle, n_showers, energy_range, spectral_index, viewcone_deg, offset_deg,
+                      scatter_radius_m, reuse, level)
+    layout, subarray, p_alt, p_az = _sim_layout(layout)
     obs_height = float(subarray.reference_location["height_m"])
+    setups = {}
+    if level == "dl1":
+        from .config import Config
+        from .stages.r1_to_dl1 import prepare_camera
+        from .stages.r1_to_dl1 import r1_to_dl1 as stage
+
+        config = config or Config()
+        for tel_type in subarray.tel_types():   # config errors before any work or output
+            setups[tel_type] = prepare_camera(subarray, tel_type, config.r1_to_dl1)
     t0 = time.perf_counter()
-    config = {"particle": particle, "n_showers": int(n_showers), "energy_range_tev": list(map(float, energy_range)),
-              "spectral_index": float(spectral_index), "viewcone_deg": float(viewcone_deg),
-              "offset_deg": float(offset_deg), "scatter_radius_m": float(scatter_radius_m), "reuse": int(reuse),
-              "seed": int(seed), "obs_id": int(obs_id)}
+    run_config = {"particle": particle, "n_showers": int(n_showers), "energy_range_tev": list(map(float, energy_range)),
+                  "spectral_index": float(spectral_index), "viewcone_deg": float(viewcone_deg),
+                  "offset_deg": float(offset_deg), "scatter_radius_m": float(scatter_radius_m), "reuse": int(reuse),
+                  "seed": int(seed), "obs_id": int(obs_id), "level": level}
+    if level == "dl1":
+        run_config["config"] = config.to_dict()
     summary = RunSummary(output=Path(output), n_inputs=1)
-    prov = start_record("simulate", [layout], config)
+    prov = start_record("simulate", [layout], run_config)
     rng = np.random.default_rng(seed)
-    showers = generate(rng, particle, int(n_showers), energy_range=tuple(map(float, energy_range)),
-                       spectral_index=float(spectral_index), viewcone_deg=float(viewcone_deg),
-                       offset_deg=float(offset_deg), scatter_radius_m=float(scatter_radius_m), reuse=int(reuse),
-                       pointing_alt_deg=p_alt, pointing_az_deg=p_az)
-    comps = C.emission_components(rng, particle, int(n_showers))
-    comps = tuple(np.repeat(a, int(reuse), axis=0) for a in comps)   # reuse keeps the shower's structure
-    sim = ToySimulation(rng, subarray, showers, comps, particle, obs_id=int(obs_id), obs_height_m=obs_height,
-                        pointing_alt_deg=p_alt, pointing_az_deg=p_az)
+    kw = dict(energy_range=tuple(map(float, energy_range)), spectral_index=float(spectral_index),
+              viewcone_deg=float(viewcone_deg), offset_deg=float(offset_deg), reuse=int(reuse),
+              pointing_alt_deg=p_alt, pointing_az_deg=p_az)
+    det = dict(obs_id=int(obs_id), obs_height_m=obs_height, pointing_alt_deg=p_alt, pointing_az_deg=p_az)
+    if particle == "muon":
+        from .sim.muons import MAX_IMPACT_FACTOR, SIM_MUON, MuonSimulation, generate_muons
+
+        showers = generate_muons(rng, subarray, int(n_showers), obs_height_m=obs_height, **kw)
+        sim = MuonSimulation(rng, subarray, showers, **det)
+        max_scatter = MAX_IMPACT_FACTOR * float(np.sqrt(max(o.mirror_area_m2 for o in subarray.optics.values()) / np.pi))
+    else:
+        showers = generate(rng, particle, int(n_showers), scatter_radius_m=float(scatter_radius_m), **kw)
+        comps = C.emission_components(rng, particle, int(n_showers))
+        comps = tuple(np.repeat(a, int(reuse), axis=0) for a in comps)   # reuse keeps the shower's structure
+        sim = ToySimulation(rng, subarray, showers, comps, particle, **det)
+        max_scatter = float(scatter_radius_m)
     with ProductWriter(output, overwrite=overwrite) as pw:
-        r1 = PartitionedWriter(pw.path("r1"), S.R1_EVENTS, provenance=prov)
+        if level == "dl1":
+            out = PartitionedWriter(pw.path("dl1"), S.DL1_EVENTS, provenance=prov,
+                                    min_row_group_bytes=CARRY_ROW_GROUP_BYTES)
+        else:
+            out = PartitionedWriter(pw.path("r1"), S.R1_EVENTS, provenance=prov)
+        n_tel_in = 0
         try:
             for tel_type, batch in sim.run():
-                r1.write(tel_type, batch)
+                n_tel_in += batch.num_rows
+                out.write(tel_type, stage(batch, setups[tel_type]) if level == "dl1" else batch)
                 if progress:
                     progress(batch.num_rows)
         finally:
-            r1.close()
+            out.close()
         subarray.write(pw.tmp, lambda t, p, n: write_table(t, p, n, prov))
         run = {S.OBS_ID: int(obs_id), "run_header_index": 0, "input_file": f"dvp simulate (layout {layout.name})",
                "n_showers": int(n_showers), "shower_reuse": int(reuse),
@@ -741,25 +791,30 @@ def simulate(particle, n_showers, output, *, layout=None, energy_range=(0.03, 10
                "spectral_index": float(spectral_index), "min_alt_deg": p_alt, "max_alt_deg": p_alt,
                "min_az_deg": p_az, "max_az_deg": p_az, "diffuse": bool(viewcone_deg > 0),
                "min_viewcone_deg": 0.0, "max_viewcone_deg": float(viewcone_deg),
-               "min_scatter_m": 0.0, "max_scatter_m": float(scatter_radius_m), "core_pos_mode": 0,
+               "min_scatter_m": 0.0, "max_scatter_m": max_scatter, "core_pos_mode": 0,
                "obs_height_m": obs_height, "atmosphere": -1, "b_total_ut": np.nan, "b_inclination_deg": np.nan,
                "b_declination_deg": np.nan, "pointing_alt_deg": p_alt, "pointing_az_deg": p_az,
                "corsika_version": 0, "simtel_version": 0}
         write_table(S.validate(pa.Table.from_pylist([run]), S.SIM_RUN), pw.path("simulation", "runs.parquet"),
                     S.SIM_RUN, prov)
         n = len(showers)
+        nan = np.full(n, np.nan)
         sh = pa.table({
             S.OBS_ID: np.full(n, obs_id, np.int32), S.EVENT_ID: showers.event_id.astype(np.int64),
             "shower_num": showers.shower_num.astype(np.int32), S.TRUE_ENERGY: showers.energy_tev,
             S.TRUE_ALT: showers.alt_deg, S.TRUE_AZ: showers.az_deg, S.TRUE_CORE_X: showers.core_x_m,
-            S.TRUE_CORE_Y: showers.core_y_m, "true_h_first_int_m": showers.h_first_int_m,
-            S.TRUE_X_MAX: showers.x_max_g_cm2, "true_starting_grammage_g_cm2": np.zeros(n),
+            S.TRUE_CORE_Y: showers.core_y_m,
+            "true_h_first_int_m": nan if particle == "muon" else showers.h_first_int_m,
+            S.TRUE_X_MAX: nan if particle == "muon" else showers.x_max_g_cm2,
+            "true_starting_grammage_g_cm2": np.zeros(n),
             "true_shower_primary_id": np.full(n, PARTICLE_IDS[particle], np.int32),
             S.PARTICLE: pa.array([particle] * n, pa.string()), S.TRIGGERED: sim.triggered})
         write_table(S.validate(sh, S.SIM_SHOWER), pw.path("simulation", "showers.parquet"), S.SIM_SHOWER, prov)
         write_table(S.schema(S.SIM_SHOWER_DISTRIBUTION).empty_table(),
                     pw.path("simulation", "shower_distribution.parquet"), S.SIM_SHOWER_DISTRIBUTION, prov)
-        ev = np.asarray(sim.trigger_rows[S.EVENT_ID], np.int64)
+        if particle == "muon":
+            write_table(sim.truth_table(int(obs_id)), pw.path("simulation", "muons.parquet"), SIM_MUON, prov)
+        ev = np.asarray(sim.trigger_rows[S.EVENT_ID], np.int64)   # in event order
         tels = sim.trigger_rows["tels_with_trigger"]
         tr = pa.table({
             S.OBS_ID: np.full(len(ev), obs_id, np.int32), S.EVENT_ID: ev,
@@ -770,15 +825,16 @@ def simulate(particle, n_showers, output, *, layout=None, energy_range=(0.03, 10
             "n_trigger_tels": np.array([len(t) for t in tels], np.int16),
             S.POINTING_ALT: np.full(len(ev), p_alt), S.POINTING_AZ: np.full(len(ev), p_az)})
         write_table(S.validate(tr, S.R1_TRIGGER), pw.path("trigger", "part-00000.parquet"), S.R1_TRIGGER, prov)
-        summary.n_tel_events = dict(r1.rows)
+        summary.n_tel_events = dict(out.rows)
         summary.n_array_events = len(ev)
         summary.n_showers = n
         summary.seconds = time.perf_counter() - t0
+        counts = {"array_events_out": summary.n_array_events, "showers_out": summary.n_showers,
+                  "telescope_events_out": summary.n_tel_events, "telescope_candidates": int(sim.n_candidates)}
+        if level == "dl1":
+            counts["telescope_events_in"] = n_tel_in
         record = dict(prov, stop=now(), seconds=round(summary.seconds, 3), warnings=summary.warnings,
-                      counts={"array_events_out": summary.n_array_events, "showers_out": summary.n_showers,
-                              "telescope_events_out": summary.n_tel_events,
-                              "telescope_candidates": int(sim.n_candidates)},
-                      levels=["instrument", "simulation", "r1"])
+                      counts=counts, levels=["instrument", "simulation", level])
         pw.path("provenance.json").write_text(json.dumps(record, indent=1, default=str))
         pw.commit()
     return summary

@@ -3,6 +3,12 @@
 Everything is vectorised numpy drawn from one ``np.random.Generator`` so a seed fixes
 the output. This is a **toy**: the depth of maximum follows Heitler's model, heights
 come from an isothermal exponential atmosphere; no CORSIKA physics.
+
+Primaries: gammas (Heitler ``X0·ln(E/Ec)``, first interaction after one pair-production
+length 9/7·X0), electrons (electromagnetic like gammas, but the cascade starts with the
+first bremsstrahlung, about one radiation length earlier: first interaction after
+~X0 and X_max shallower by ``X0·ln 2`` ≈ 25 g/cm²) and protons (maximum ~50 g/cm²
+higher and fluctuating more). Muons are not showers: see :mod:`dvp.sim.muons`.
 """
 from __future__ import annotations
 
@@ -12,13 +18,17 @@ import numpy as np
 
 from ..kernels.frames import telescope_to_altaz
 
-PARTICLE_IDS = {"gamma": 0, "proton": 101}  # CORSIKA/sim_telarray primary ids
+# CORSIKA/sim_telarray primary ids (muon: mu-, id 6; mu+ would be 5)
+PARTICLE_IDS = {"gamma": 0, "electron": 3, "muon": 6, "proton": 101}
+SHOWER_PARTICLES = ("gamma", "electron", "proton")
 X0_G_CM2 = 36.7            # radiation length in air
 EC_TEV = 85e-6             # critical energy of electrons in air (85 MeV)
 SCALE_HEIGHT_M = 8400.0    # isothermal atmosphere scale height
 SEA_LEVEL_DEPTH_G_CM2 = 1030.0
 GAMMA_X_SIGMA = 20.0       # shower-to-shower fluctuation of X_max (gammas)
 GAMMA_LAMBDA_G_CM2 = 9.0 / 7.0 * X0_G_CM2   # pair-production mean free path
+ELECTRON_LAMBDA_G_CM2 = X0_G_CM2            # first bremsstrahlung: one radiation length
+ELECTRON_X_SHIFT = -X0_G_CM2 * np.log(2.0)  # one splitting step earlier than a gamma: ≈ -25 g/cm²
 PROTON_LAMBDA_G_CM2 = 80.0                  # proton-air interaction length
 PROTON_X_SHIFT = -50.0     # protons reach maximum higher than gammas of the same energy
 PROTON_X_SIGMA = 30.0      # extra Gaussian spread on top of the first-interaction spread
@@ -68,18 +78,41 @@ def height_of_depth(slant_depth_g_cm2, zenith_rad):
 def x_max(rng, particle, energy_tev):
     """Toy ``(x_first, x_max)`` slant depths (g/cm²), shape (n,).
 
-    Gammas: Heitler, ``X0·ln(E/Ec)`` plus ~20 g/cm² fluctuations. Protons: maximum ~50 g/cm²
-    higher and fluctuating more, mostly through the exponential depth of first interaction.
+    Gammas: Heitler, ``X0·ln(E/Ec)`` plus ~20 g/cm² fluctuations. Electrons: the same,
+    ``X0·ln 2`` shallower, first interaction after ~X0. Protons: maximum ~50 g/cm² higher
+    and fluctuating more, mostly through the exponential depth of first interaction.
     """
     n = len(energy_tev)
     heitler = X0_G_CM2 * np.log(energy_tev / EC_TEV)
     if particle == "gamma":
         x_first = rng.exponential(GAMMA_LAMBDA_G_CM2, n)
         xm = heitler + rng.normal(0.0, GAMMA_X_SIGMA, n)
-    else:
+    elif particle == "electron":
+        x_first = rng.exponential(ELECTRON_LAMBDA_G_CM2, n)
+        xm = heitler + ELECTRON_X_SHIFT + rng.normal(0.0, GAMMA_X_SIGMA, n)
+    elif particle == "proton":
         x_first = rng.exponential(PROTON_LAMBDA_G_CM2, n)
         xm = heitler + PROTON_X_SHIFT + (x_first - PROTON_LAMBDA_G_CM2) + rng.normal(0.0, PROTON_X_SIGMA, n)
+    else:
+        raise ValueError(f"no shower model for particle {particle!r} (one of {', '.join(SHOWER_PARTICLES)})")
     return x_first, np.maximum(xm, x_first + 10.0)
+
+
+def directions(rng, n, viewcone_deg, offset_deg, pointing_alt_deg, pointing_az_deg):
+    """``(alt_deg, az_deg)``, each (n,): uniform in solid angle within ``viewcone_deg`` of the
+    pointing, or (viewcone 0) a point ``offset_deg`` from it along fov_lon."""
+    if viewcone_deg > 0:
+        cos_t = 1.0 - rng.random(n) * (1.0 - np.cos(np.deg2rad(viewcone_deg)))
+        theta = np.arccos(cos_t)
+        phi = rng.uniform(0.0, 2 * np.pi, n)
+        # offset vector in the pointing's offset frame → spherical fov coordinates
+        v = np.stack([cos_t, np.sin(theta) * np.cos(phi), np.sin(theta) * np.sin(phi)], -1)
+        lon = np.rad2deg(np.arctan2(v[:, 1], v[:, 0]))
+        lat = np.rad2deg(np.arcsin(np.clip(v[:, 2], -1, 1)))
+    else:
+        lon = np.full(n, float(offset_deg))
+        lat = np.zeros(n)
+    return telescope_to_altaz(lon, lat, pointing_alt_deg, pointing_az_deg)
 
 
 def generate(rng, particle: str, n_showers: int, *, energy_range=(0.03, 10.0), spectral_index=-2.0,
@@ -93,18 +126,7 @@ def generate(rng, particle: str, n_showers: int, *, energy_range=(0.03, 10.0), s
     Event ids are ``shower_num * 100 + reuse_index`` as in sim_telarray.
     """
     e = power_law(rng, n_showers, energy_range[0], energy_range[1], spectral_index)
-    if viewcone_deg > 0:
-        cos_t = 1.0 - rng.random(n_showers) * (1.0 - np.cos(np.deg2rad(viewcone_deg)))
-        theta = np.arccos(cos_t)
-        phi = rng.uniform(0.0, 2 * np.pi, n_showers)
-        # offset vector in the pointing's offset frame → spherical fov coordinates
-        v = np.stack([cos_t, np.sin(theta) * np.cos(phi), np.sin(theta) * np.sin(phi)], -1)
-        lon = np.rad2deg(np.arctan2(v[:, 1], v[:, 0]))
-        lat = np.rad2deg(np.arcsin(np.clip(v[:, 2], -1, 1)))
-    else:
-        lon = np.full(n_showers, float(offset_deg))
-        lat = np.zeros(n_showers)
-    alt, az = telescope_to_altaz(lon, lat, pointing_alt_deg, pointing_az_deg)
+    alt, az = directions(rng, n_showers, viewcone_deg, offset_deg, pointing_alt_deg, pointing_az_deg)
     x_first, xm = x_max(rng, particle, e)
     zen = np.deg2rad(90.0 - alt)
     n_ev = n_showers * reuse
