@@ -27,7 +27,7 @@ def _one_line_errors(fn):
             typer.echo(f"dvp: error: {e}".replace("\n", " "), err=True)
             raise typer.Exit(1)
         except KeyboardInterrupt:
-            typer.echo("dvp: interrupted; no output was written", err=True)
+            typer.echo("dvp: interrupted; no output was written (completed tasks, if any, are kept: rerun to resume)", err=True)
             raise typer.Exit(130)
     return wrapper
 
@@ -105,6 +105,10 @@ def r1_to_dl1(
     set_: List[str] = typer.Option([], "--set", help="Override one config value, e.g. --set 'r1_to_dl1.cleaner.LST*.picture_threshold_pe=8' (repeatable)"),
     write_images: bool = typer.Option(False, "--write-images", help="Also store per-pixel image, peak time and cleaning mask"),
     overwrite: bool = typer.Option(False, help="Replace OUTPUT if it exists (only once the new one is complete)"),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Local worker processes (default: all cores); with --scheduler local, the Dask workers"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Run the tasks on a Dask cluster: its scheduler address (tcp://host:8786), or 'local' to start a LocalCluster"),
+    skip_failed: bool = typer.Option(False, "--skip-failed", help="Write the product even if some tasks fail (corrupt inputs), listing them in provenance.json; exit code 1"),
+    task_size: int = typer.Option(64, "--task-size", help="R1 row groups per task (~56 LSTCam events each): the unit of parallel work and of resumption"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary"),
 ):
     """Calibrate, clean and parameterise R1 images into a DL1 product directory.
@@ -115,16 +119,29 @@ def r1_to_dl1(
     intensity/peak-time statistics in the telescope frame, as ctapipe 0.28's
     CameraCalibrator + ImageProcessor. Writes dl1/tel_type=<type>/ (one row per
     telescope event) and carries instrument/, simulation/ and trigger/ over.
+
+    The work runs as tasks (--task-size row groups of one file) on local processes or a
+    Dask cluster, with the same output either way. The run is built in .OUTPUT.partial/
+    next to OUTPUT: after Ctrl-C, a killed job or a failed task, the same command resumes
+    from the completed, checksummed tasks.
     """
     from .config import load_config
     from .runner import r1_to_dl1 as run
 
     cfg = load_config(config, set_)
     summary, console = _with_progress("r1-to-dl1", quiet, lambda advance: run(
-        inputs, output, cfg, overwrite=overwrite, write_images=write_images or None, progress=advance))
+        inputs, output, cfg, overwrite=overwrite, write_images=write_images or None, progress=advance,
+        workers=workers, scheduler=scheduler, skip_failed=skip_failed, task_row_groups=task_size))
     n_tel = sum(summary.n_tel_events.values())
+    for w in summary.warnings:
+        console.print(f"[yellow]note:[/yellow] {w}")
     console.print(f"wrote {summary.output}: {summary.n_inputs} input product(s), {n_tel} telescope events "
                   f"{summary.n_tel_events or ''} in {summary.seconds:.1f} s ({n_tel / max(summary.seconds, 1e-9):,.0f} ev/s)")
+    if summary.failures:
+        for f in summary.failures:
+            typer.echo(f"dvp: failed: {f}", err=True)
+        typer.echo(f"dvp: error: {len(summary.failures)} task(s) failed and were skipped (see provenance.json)", err=True)
+        raise typer.Exit(1)
 
 
 @app.command("dl1-to-dl2")

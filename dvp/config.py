@@ -743,6 +743,13 @@ def load_config(path=None, overrides=()) -> Config:
     for o in overrides:
         apply_override(data, o)
         source = f"{source} (with --set)" if "--set" not in source else source
+    return config_from_data(data, source)
+
+
+def config_from_data(data: Mapping, source: str = "config") -> Config:
+    """A :class:`Config` from raw (file-shaped) data, e.g. ``Config.to_dict()`` output
+    shipped to a worker process: ``config_from_data(c.to_dict())`` resolves like ``c``."""
+    data = copy.deepcopy(dict(data))
     known = {"r1_to_dl1", "dl1_to_dl2", "ml"}
     unknown = set(data) - known
     if unknown:

@@ -16,6 +16,11 @@ class InputError(DvpError):
         self.problem = problem
         super().__init__(f"{path}: {problem}")
 
+    def __reduce__(self):
+        # exceptions travel back from worker processes pickled; the default would call
+        # InputError(message) and fail, which breaks a process pool
+        return (InputError, (self.path, self.problem))
+
 
 class SchemaError(DvpError):
     """A table does not conform to its dvp schema."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import __version__
 
-_DEPENDENCIES = ("numpy", "numba", "pyarrow", "polars", "eventio", "astropy", "scipy", "typer", "lightgbm")
+_DEPENDENCIES = ("numpy", "numba", "pyarrow", "polars", "eventio", "astropy", "scipy", "typer", "lightgbm", "distributed")
 
 
 def sha256(path, chunk: int = 2**22) -> str:

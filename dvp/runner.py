@@ -62,6 +62,7 @@ class RunSummary:
     seconds: float = 0.0
     input_bytes: int = 0
     warnings: list = field(default_factory=list)
+    failures: list = field(default_factory=list)   # tasks that failed (with --skip-failed)
 
 
 def _concat(tables, schema_name):
@@ -321,7 +322,12 @@ class _R1Reader:
         start = index - index % self.block
         if start != self._block_start:
             groups = list(range(start, min(start + self.block, self.pf.num_row_groups)))
-            self._block_table = self.pf.read_row_groups(groups, columns=self.scalars)
+            try:
+                self._block_table = self.pf.read_row_groups(groups, columns=self.scalars)
+            except (OSError, pa.ArrowException):
+                # a corrupt row group elsewhere in the block must not fail this one
+                start, groups = index, [index]
+                self._block_table = self.pf.read_row_groups(groups, columns=self.scalars)
             sizes = [self.pf.metadata.row_group(g).num_rows for g in groups]
             self._block_offsets = np.concatenate([[0], np.cumsum(sizes)])
             self._block_start = start
@@ -349,73 +355,296 @@ class _R1Reader:
         return pa.table({c: cols[c] for c in self.columns})
 
 
+#: R1 row groups per task of r1-to-dl1 (~3,600 LSTCam events, ~1 GB of waveforms): the unit
+#: of parallel work, retries and resumption. Fixed, so the output files do not depend on
+#: the number of workers or the executor.
+R1_TASK_ROW_GROUPS = 64
+
+
+@dataclass(frozen=True)
+class R1ToDL1Task:
+    """One r1-to-dl1 work unit: row groups ``[rg_start, rg_stop)`` of one R1 file."""
+
+    product: str
+    tel_type: str
+    file: str
+    name: str          # output part name, unique and ordered by (input, file, row group)
+    rg_start: int
+    rg_stop: int
+    staging: str
+    config: str        # Config.to_dict() as JSON (frozen config objects do not pickle)
+    provenance: str    # JSON
+
+
+_SETUPS: dict = {}
+
+
+def _task_setup(product: str, tel_type: str, config_json: str):
+    """The camera setup of a task, built once per worker process and kept."""
+    key = (product, tel_type, config_json)
+    if key not in _SETUPS:
+        from .config import config_from_data
+        from .instrument.subarray import SubarrayDescription
+        from .stages.r1_to_dl1 import prepare_camera
+        cfg = config_from_data(json.loads(config_json), "run config").r1_to_dl1
+        _SETUPS[key] = prepare_camera(SubarrayDescription.read(Path(product)), tel_type, cfg)
+    return _SETUPS[key]
+
+
+def run_r1_to_dl1_task(task: R1ToDL1Task) -> dict:
+    """Process one task into ``<staging>/dl1/tel_type=<type>/<name>.parquet``.
+
+    The part file is written under a temporary name and renamed when complete, then a
+    task record (rows, size, sha256) is written the same way: a record exists only for a
+    complete, checksummed part, which is what a resumed run trusts.
+    """
+    import os
+
+    from .io.parquet import TableWriter
+    from .provenance import sha256
+    from .stages.r1_to_dl1 import R1_INPUT_COLUMNS
+    from .stages.r1_to_dl1 import r1_to_dl1 as stage
+
+    _inject_fault(task.name)
+    setup = _task_setup(task.product, task.tel_type, task.config)
+    staging = Path(task.staging)
+    rel = Path("dl1") / f"tel_type={task.tel_type}" / f"{task.name}.parquet"
+    out = staging / rel
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    path = Path(task.file)
+    n_in = 0
+    writer = TableWriter(tmp, S.DL1_EVENTS, json.loads(task.provenance), min_row_group_bytes=CARRY_ROW_GROUP_BYTES)
+    try:
+        try:
+            pf = pq.ParquetFile(path)
+        except (OSError, pa.ArrowException) as e:
+            raise InputError(path, f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
+        reader = _R1Reader(pf, path, R1_INPUT_COLUMNS)
+        for i in range(task.rg_start, task.rg_stop):
+            try:
+                batch = reader.read(i)
+            except (OSError, pa.ArrowException) as e:
+                raise InputError(path, f"corrupt row group {i} ({str(e).splitlines()[0]})") from None
+            writer.write(stage(batch, setup))
+            n_in += batch.num_rows
+        writer.close()
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    record = {"task": task.name, "tel_type": task.tel_type, "input": task.file, "row_groups": [task.rg_start, task.rg_stop],
+              "file": str(rel), "rows_in": n_in, "rows_out": writer.rows, "bytes": out.stat().st_size,
+              "sha256": sha256(out)}
+    _write_json_atomic(staging / "tasks" / f"{task.name}.json", record)
+    return record
+
+
+def _inject_fault(task_name: str) -> None:
+    """Test hook: ``DVP_KILL_WORKER_ONCE=<marker file>`` makes the first task to start kill
+    its own process with SIGKILL (as a killed or out-of-memory worker dies), once per
+    marker; the executor must retry the task elsewhere."""
+    import os
+    import signal
+    marker = os.environ.get("DVP_KILL_WORKER_ONCE")
+    if not marker:
+        return
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.write(fd, task_name.encode())
+    os.close(fd)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _write_json_atomic(path: Path, data) -> None:
+    import os
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def _verified(staging: Path, name: str) -> dict | None:
+    """The record of a task completed by an earlier (interrupted) run, if its output is
+    intact; None otherwise (the task is redone)."""
+    from .provenance import sha256
+    f = staging / "tasks" / f"{name}.json"
+    if not f.is_file():
+        return None
+    try:
+        rec = json.loads(f.read_text())
+        part = staging / rec["file"]
+        if part.is_file() and part.stat().st_size == rec["bytes"] and sha256(part) == rec["sha256"]:
+            return rec
+    except (ValueError, KeyError, OSError):
+        pass
+    return None
+
+
+def staging_dir(output) -> Path:
+    """Where a run builds ``output`` (kept after a failure or interruption, for resuming)."""
+    out = Path(output)
+    return out.parent / f".{out.name}.partial"
+
+
+def _prepare_staging(output, fingerprint: str, overwrite: bool, summary) -> Path:
+    """The staging directory of ``output``: resumed if an earlier run with the same
+    inputs and config left one, otherwise new (a stale one is removed)."""
+    import shutil
+    out = Path(output)
+    if out.exists() and not overwrite:
+        raise DvpError(f"{out}: output exists (use --overwrite to replace it)")
+    staging = staging_dir(out)
+    run_file = staging / "run.json"
+    if staging.exists():
+        try:
+            same = json.loads(run_file.read_text()).get("fingerprint") == fingerprint
+        except (OSError, ValueError):
+            same = False
+        if same:
+            summary.warnings.append(f"resuming the interrupted run in {staging}")
+            return staging
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    _write_json_atomic(run_file, {"fingerprint": fingerprint, "output": str(out.resolve())})
+    return staging
+
+
+def _commit_staging(staging: Path, output) -> None:
+    """Move the completed staging directory to ``output`` (replacing an old one only now)."""
+    import os
+    import shutil
+    import uuid
+    out = Path(output)
+    (staging / "run.json").unlink(missing_ok=True)
+    shutil.rmtree(staging / "tasks", ignore_errors=True)
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(out, old)
+        os.rename(staging, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(staging, out)
+
+
+def _fingerprint(*parts) -> str:
+    import hashlib
+    from . import __version__
+    return hashlib.sha256(json.dumps([__version__, *parts], sort_keys=True, default=str).encode()).hexdigest()
+
+
 def r1_to_dl1(inputs, output, config=None, *, overwrite=False, write_images=None, progress=None,
-              command="r1-to-dl1") -> RunSummary:
+              command="r1-to-dl1", workers: int | None = 1, scheduler: str | None = None,
+              skip_failed: bool = False, task_row_groups: int = R1_TASK_ROW_GROUPS) -> RunSummary:
     """Process R1 product directories into one DL1 product directory.
 
-    The instrument, simulation and trigger tables are carried over; ``dl1/`` gets one
-    ``tel_type=<type>/part-00000.parquet`` per telescope type, one row group per R1 row
-    group, so memory is bounded by the R1 row-group size.
+    The work is split into tasks of ``task_row_groups`` R1 row groups of one file; each
+    writes ``dl1/tel_type=<type>/part-<input>-<file>-<row group>.parquet``, so the output
+    is the same whichever executor ran it (``workers`` local processes, or a Dask
+    ``scheduler``). The run is built in a staging directory next to ``output`` and
+    renamed when complete; an interrupted or failed run leaves the completed,
+    checksummed tasks there and a re-run with the same inputs and config resumes them.
+    A task that fails (corrupt row group) does not stop the others: the run ends with
+    :class:`DvpError` listing the failures (no output), or with ``skip_failed`` commits
+    the product without them (recorded in provenance.json) and reports them in
+    ``summary.failures``. The instrument, simulation and trigger tables are carried
+    over. Memory per worker is bounded by one R1 row group.
     """
+    from dataclasses import replace
+
     from .config import Config
+    from .executor import run_tasks
     from .instrument.subarray import SubarrayDescription
     from .stages.r1_to_dl1 import R1_INPUT_COLUMNS, prepare_camera
-    from .stages.r1_to_dl1 import r1_to_dl1 as stage
 
     config = config or Config()
     cfg = config.r1_to_dl1
     if write_images is not None:
-        from dataclasses import replace
         cfg = replace(cfg, write_images=write_images)
+        config = replace(config, r1_to_dl1=cfg)
     products = expand_products(inputs, "r1")
     if not products:
         raise DvpError("no input product directories given")
+    if task_row_groups < 1:
+        raise DvpError(f"task_row_groups must be positive, got {task_row_groups}")
     t0 = time.perf_counter()
     subarray = SubarrayDescription.read(products[0])
     work = []
-    for p in products:
+    for k, p in enumerate(products):
         if p != products[0] and SubarrayDescription.read(p).fingerprint() != subarray.fingerprint():
             raise InputError(p, f"instrument differs from {products[0]}; process different arrays separately")
-        for tel_type, f in _level_files(p, "r1"):
-            work.append((tel_type, _open_checked(f, S.R1_EVENTS, R1_INPUT_COLUMNS), f))
-    setups = {}
-    for tel_type, _, f in work:  # resolve config per type before any output exists
-        if tel_type not in setups:
-            setups[tel_type] = prepare_camera(subarray, tel_type, cfg)
+        for j, (tel_type, f) in enumerate(_level_files(p, "r1")):
+            work.append((k, j, p, tel_type, _open_checked(f, S.R1_EVENTS, R1_INPUT_COLUMNS), f))
+    for tel_type in sorted({w[3] for w in work}):  # resolve config per type before any output exists
+        prepare_camera(subarray, tel_type, cfg)
     carried = _carried_files(products)
     summary = RunSummary(output=Path(output), n_inputs=len(products))
     prov = start_record(command, products, config.to_dict())
-    with ProductWriter(output, overwrite=overwrite) as pw:
-        dl1 = PartitionedWriter(pw.path("dl1"), S.DL1_EVENTS, provenance=prov,
-                                min_row_group_bytes=CARRY_ROW_GROUP_BYTES)
-        n_in = 0
+    config_json = json.dumps(config.to_dict(), sort_keys=True)
+    fingerprint = _fingerprint(command, [r for r in prov["inputs"]], config_json, task_row_groups)
+    staging = _prepare_staging(output, fingerprint, overwrite, summary)
+    tasks, done, n_rows = [], [], {}
+    prov_json = json.dumps(prov, default=str)
+    for k, j, p, tel_type, pf, f in work:
+        n_rg = pf.num_row_groups
+        for a in range(0, max(n_rg, 1), task_row_groups):
+            b = min(a + task_row_groups, n_rg)
+            t = R1ToDL1Task(str(p.resolve()), tel_type, str(f.resolve()), f"part-{k:04d}-{j:03d}-{a:06d}", a, b,
+                            str(staging), config_json, prov_json)
+            n_rows[t.name] = sum(pf.metadata.row_group(i).num_rows for i in range(a, b))
+            rec = _verified(staging, t.name)
+            (done if rec else tasks).append(rec or t)
+    if progress:
+        progress(0, sum(n_rows.values()))
+        progress(sum(r["rows_in"] for r in done))
+    failures = []
+    for i, rec, err in run_tasks(run_r1_to_dl1_task, tasks, workers=workers, scheduler=scheduler):
+        if err is not None:
+            if isinstance(err, (KeyboardInterrupt, SystemExit)):
+                raise err
+            failures.append((tasks[i], err))
+            continue
+        done.append(rec)
         if progress:
-            progress(0, sum(pf.metadata.num_rows for _, pf, _ in work))
-        try:
-            for tel_type, pf, f in work:
-                reader = _R1Reader(pf, f, R1_INPUT_COLUMNS)
-                for i in range(pf.num_row_groups):
-                    try:
-                        batch = reader.read(i)
-                    except (OSError, pa.ArrowException) as e:
-                        raise InputError(f, f"corrupt row group {i} ({str(e).splitlines()[0]})") from None
-                    out = stage(batch, setups[tel_type])
-                    dl1.write(tel_type, out)
-                    n_in += batch.num_rows
-                    if progress:
-                        progress(batch.num_rows)
-        finally:
-            dl1.close()
-        subarray.write(pw.tmp, lambda t, p, n: write_table(t, p, n, prov))
-        rows = _carry(carried, pw, prov)
-        summary.n_array_events = rows.get("trigger/part-00000.parquet", 0)
-        summary.n_tel_events = dict(dl1.rows)
-        summary.seconds = time.perf_counter() - t0
-        record = dict(prov, stop=now(), seconds=round(summary.seconds, 3),
-                      counts={"telescope_events_in": n_in, "telescope_events_out": summary.n_tel_events},
-                      levels=["instrument", "simulation", "dl1"])
-        pw.path("provenance.json").write_text(json.dumps(record, indent=1, default=str))
-        pw.commit()
+            progress(rec["rows_in"])
+    summary.failures = [f"{t.file} row groups {t.rg_start}-{t.rg_stop - 1}: {e}" for t, e in failures]
+    if failures and not skip_failed:
+        first = failures[0][1]
+        msg = first if isinstance(first, DvpError) else f"{type(first).__name__}: {first}"
+        raise DvpError(f"{len(failures)} of {len(n_rows)} tasks failed, "
+                       f"first: {msg}; the {len(done)} completed tasks are kept in {staging} and a re-run resumes "
+                       f"them (or use --skip-failed to write the product without the failed ones)")
+    done.sort(key=lambda r: r["task"])
+    subarray.write(staging, lambda t, p, n: write_table(t, p, n, prov))
+    import shutil as _sh
+    for sub in ("instrument", "simulation", "trigger"):   # a resumed run rewrites these
+        if sub != "instrument":
+            _sh.rmtree(staging / sub, ignore_errors=True)
+
+    class _Staged:  # the carry helpers write through a ProductWriter-like path()
+        tmp = staging
+
+        @staticmethod
+        def path(*parts):
+            return staging.joinpath(*parts)
+
+    rows = _carry(carried, _Staged, prov)
+    summary.n_array_events = rows.get("trigger/part-00000.parquet", 0)
+    counts: dict = {}
+    for r in done:
+        counts[r["tel_type"]] = counts.get(r["tel_type"], 0) + r["rows_out"]
+    summary.n_tel_events = counts
+    summary.seconds = time.perf_counter() - t0
+    record = dict(prov, stop=now(), seconds=round(summary.seconds, 3),
+                  counts={"telescope_events_in": sum(r["rows_in"] for r in done), "telescope_events_out": counts},
+                  tasks=[{k: r[k] for k in ("task", "input", "row_groups", "file", "rows_in", "rows_out", "sha256")}
+                         for r in done],
+                  failed=summary.failures, executor={"workers": workers, "scheduler": scheduler},
+                  levels=["instrument", "simulation", "dl1"])
+    (staging / "provenance.json").write_text(json.dumps(record, indent=1, default=str))
+    _commit_staging(staging, output)
     return summary
 
 

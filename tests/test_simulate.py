@@ -35,16 +35,21 @@ def proton_dl1(tmp_path_factory):
 
 
 def _tables(product):
-    """Relative path → the file's table as Arrow IPC bytes (bit-exact, NaN-safe), file
-    metadata (provenance timestamps) left out."""
+    """Relative path (a partition directory's files concatenated in name order: how many
+    part files a writer makes is not content) → the table as Arrow IPC bytes (bit-exact,
+    NaN-safe), file metadata (provenance timestamps) left out."""
     import pyarrow as pa
-    out = {}
+    groups: dict = {}
     for f in sorted(product.rglob("*.parquet")):
-        t = pq.read_table(f).replace_schema_metadata(None).combine_chunks()   # row groups may differ
+        key = f.parent if f.parent.name.startswith("tel_type=") else f
+        groups.setdefault(str(key.relative_to(product)), []).append(pq.read_table(f).replace_schema_metadata(None))
+    out = {}
+    for key, tables in groups.items():
+        t = pa.concat_tables(tables).combine_chunks()   # row groups may differ
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, t.schema) as w:
             w.write_table(t)
-        out[str(f.relative_to(product))] = sink.getvalue().to_pybytes()
+        out[key] = sink.getvalue().to_pybytes()
     return out
 
 

@@ -1,0 +1,181 @@
+"""Batch processing at scale: executors give identical outputs, workers may die, corrupt
+inputs are reported and skipped, interrupted runs resume (r1-to-dl1)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dvp import schemas as S
+from dvp.errors import DvpError
+from dvp.runner import r1_to_dl1, simulate, staging_dir
+
+from .conftest import ROOT
+
+GAMMA = dict(energy_range=(0.3, 10.0), scatter_radius_m=200.0, reuse=5)
+
+
+def _content(product):
+    """Relative path → table as Arrow IPC bytes (Parquet metadata, i.e. provenance times, left out)."""
+    out = {}
+    for f in sorted(product.rglob("*.parquet")):
+        t = pq.read_table(f).replace_schema_metadata(None)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, t.schema) as w:
+            w.write_table(t)
+        out[str(f.relative_to(product))] = sink.getvalue().to_pybytes()
+    return out
+
+
+@pytest.fixture(scope="module")
+def r1_set(tmp_path_factory):
+    """Three small R1 products (several row groups each) and the serial reference DL1."""
+    base = tmp_path_factory.mktemp("scale")
+    products = []
+    for k in range(3):
+        p = base / f"r1-{k}"
+        simulate("gamma", 60, p, seed=20 + k, obs_id=10 + k, **GAMMA)
+        products.append(p)
+    ref = base / "ref"
+    r1_to_dl1(products, ref, workers=1, task_row_groups=1)
+    return base, products, ref
+
+
+def test_local_pool_and_dask_give_identical_outputs(r1_set, tmp_path):
+    from distributed import LocalCluster
+    _, products, ref = r1_set
+    n_tasks = len(json.loads((ref / "provenance.json").read_text())["tasks"])
+    assert n_tasks >= 6   # several tasks per product: the split is really exercised
+    r1_to_dl1(products, tmp_path / "pool", workers=2, task_row_groups=1)
+    assert _content(tmp_path / "pool") == _content(ref)
+    # a real scheduler and two worker processes on loopback, started here
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      host="127.0.0.1") as cluster:
+        r1_to_dl1(products, tmp_path / "dask", scheduler=cluster.scheduler_address, task_row_groups=1)
+    assert _content(tmp_path / "dask") == _content(ref)
+    prov = json.loads((tmp_path / "dask" / "provenance.json").read_text())
+    assert prov["executor"]["scheduler"].startswith("tcp://127.0.0.1")
+    assert len(prov["tasks"]) == n_tasks and all(len(t["sha256"]) == 64 for t in prov["tasks"])
+
+
+@pytest.mark.parametrize("executor", ["pool", "dask"])
+def test_killed_worker_is_retried(r1_set, tmp_path, monkeypatch, executor):
+    _, products, ref = r1_set
+    marker = tmp_path / "killed"
+    monkeypatch.setenv("DVP_KILL_WORKER_ONCE", str(marker))
+    if executor == "pool":
+        r1_to_dl1(products, tmp_path / "out", workers=2, task_row_groups=1)
+    else:
+        from distributed import LocalCluster
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                          host="127.0.0.1") as cluster:
+            r1_to_dl1(products, tmp_path / "out", scheduler=cluster.scheduler_address, task_row_groups=1)
+    assert marker.is_file()                       # a worker really died (SIGKILL) mid-run
+    assert _content(tmp_path / "out") == _content(ref)
+
+
+def _corrupt_middle(path):
+    """Overwrite bytes inside the first data page: the footer still parses, the data does not."""
+    data = bytearray(path.read_bytes())
+    data[200:20000] = b"\xff" * (20000 - 200)
+    path.write_bytes(bytes(data))
+
+
+def test_corrupt_input_is_reported_and_the_others_written(r1_set, tmp_path):
+    base, products, ref = r1_set
+    bad = tmp_path / "bad"
+    shutil.copytree(products[1], bad)
+    f = sorted((bad / "r1").rglob("*.parquet"))[0]
+    _corrupt_middle(f)
+    inputs = [products[0], bad, products[2]]
+    # default: nothing is written, the failure is named, completed tasks stay for a resume
+    with pytest.raises(DvpError) as e:
+        r1_to_dl1(inputs, tmp_path / "out", workers=2, task_row_groups=1)
+    msg = str(e.value)
+    assert "tasks failed" in msg and str(f) in msg and "\n" not in msg
+    assert not (tmp_path / "out").exists() and staging_dir(tmp_path / "out").is_dir()
+    # --skip-failed: the good inputs are written, the failure recorded; CLI exit code 1
+    res = subprocess.run([sys.executable, "-m", "dvp.cli", "r1-to-dl1", *map(str, inputs), "-o", str(tmp_path / "out"),
+                          "--skip-failed", "-j", "2", "--task-size", "1", "-q"], capture_output=True, text=True,
+                         cwd=ROOT)
+    assert res.returncode == 1, res.stderr
+    assert "failed" in res.stderr and str(f) in res.stderr
+    prov = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    assert prov["failed"] and all(str(f) in x for x in prov["failed"])
+    got = pq.read_table(tmp_path / "out" / "dl1", columns=[S.OBS_ID, S.EVENT_ID, S.TEL_ID])
+    want = pq.read_table(ref / "dl1", columns=[S.OBS_ID, S.EVENT_ID, S.TEL_ID])
+    obs_got, obs_want = set(got.column(S.OBS_ID).to_pylist()), set(want.column(S.OBS_ID).to_pylist())
+    assert obs_got == obs_want   # every product contributed (only the corrupt row groups are missing)
+    bad_obs = 11
+    n_bad_file = pq.ParquetFile(f).metadata.num_rows
+    assert want.num_rows - got.num_rows <= n_bad_file
+    assert got.num_rows == len({tuple(r.values()) for r in got.to_pylist()})   # no duplicates
+    assert np.sum(np.asarray(got.column(S.OBS_ID)) != bad_obs) == np.sum(np.asarray(want.column(S.OBS_ID)) != bad_obs)
+
+
+def test_interrupted_run_resumes_without_loss_or_duplicates(r1_set, tmp_path):
+    _, products, ref = r1_set
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "dvp.cli", "r1-to-dl1", *map(str, products), "-o", str(out), "-j", "1",
+           "--task-size", "1", "-q"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tasks = staging_dir(out) / "tasks"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if tasks.is_dir() and len(list(tasks.glob("*.json"))) >= 2:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    os.kill(proc.pid, signal.SIGKILL)               # mid-run, possibly mid-write
+    proc.wait()
+    assert not out.exists()
+    n_done = len(list(tasks.glob("*.json")))
+    assert n_done >= 2
+    res = subprocess.run(cmd[:-1], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "resuming" in res.stderr
+    assert _content(out) == _content(ref)
+    assert not staging_dir(out).exists()
+    prov = json.loads((out / "provenance.json").read_text())
+    assert len(prov["tasks"]) == len(json.loads((ref / "provenance.json").read_text())["tasks"])
+
+
+def test_stale_partial_run_is_not_reused(r1_set, tmp_path):
+    """A staging directory from a run with other inputs or config is discarded, not merged."""
+    _, products, ref = r1_set
+    out = tmp_path / "out"
+    staging = staging_dir(out)
+    (staging / "tasks").mkdir(parents=True)
+    (staging / "run.json").write_text(json.dumps({"fingerprint": "something else"}))
+    (staging / "tasks" / "part-0000-000-000000.json").write_text("{}")
+    r1_to_dl1(products, out, workers=1, task_row_groups=1)
+    assert _content(out) == _content(ref)
+
+
+def _square_or_die(x):
+    if x == 7:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x * x
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_executor_isolates_a_task_that_kills_its_worker(workers):
+    """Only the task that kills its worker fails; the others' results all come back."""
+    from dvp.executor import run_tasks
+    if workers == 1:   # in-process: a task's exception (not a death) is returned, not raised
+        res = list(run_tasks(lambda x: 1 // (x - 7), range(10), workers=1))
+        assert [i for i, _, e in res if e is not None] == [7] and isinstance(res[7][2], ZeroDivisionError)
+        return
+    res = sorted(run_tasks(_square_or_die, list(range(16)), workers=workers), key=lambda r: r[0])
+    assert [i for i, _, e in res if e is not None] == [7]
+    assert "died" in str(res[7][2])
+    assert [r for i, r, e in res if e is None] == [i * i for i in range(16) if i != 7]
