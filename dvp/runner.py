@@ -685,6 +685,60 @@ def _is_event_ordered(pf, path) -> bool:
     return True
 
 
+def _key_bounds(pf):
+    """Conservative (obs_id, event_id) bounds of a file from its row-group statistics:
+    ``(obs_min, event_min) <= every key <= (obs_max, event_max)``; None if unknown."""
+    md = pf.metadata
+    lo, hi = None, None
+    names = [md.schema.column(j).path for j in range(md.num_columns)]
+    if S.OBS_ID not in names or S.EVENT_ID not in names:
+        return None
+    jo, je = names.index(S.OBS_ID), names.index(S.EVENT_ID)
+    for g in range(md.num_row_groups):
+        so, se = md.row_group(g).column(jo).statistics, md.row_group(g).column(je).statistics
+        if so is None or se is None or not so.has_min_max or not se.has_min_max:
+            return None
+        a, b = (so.min, se.min), (so.max, se.max)
+        lo = a if lo is None else min(lo, a)
+        hi = b if hi is None else max(hi, b)
+    return (lo, hi) if lo is not None else None
+
+
+def _chain_files(files) -> list:
+    """Group event-ordered files into chains read one after the other: a file joins a
+    chain whose last file ends no later than it starts (by :func:`_key_bounds`). The part files
+    of one task-split R1 file form one chain, so the merge keeps one buffer per chain, not
+    per file, and memory stays bounded whatever the number of parts."""
+    unbounded, bounded = [], []
+    for f, pf in files:
+        b = _key_bounds(pf)
+        if b is None:
+            unbounded.append([(f, pf)])
+        else:
+            bounded.append((b, f, pf))
+    chains: list = []
+    ends: list = []
+    for (lo, hi), f, pf in sorted(bounded, key=lambda x: (x[0][0], str(x[1]))):
+        for c, end in enumerate(ends):
+            # <=: an event may straddle two parts; read in one stream its rows stay adjacent
+            if end <= lo:
+                chains[c].append((f, pf))
+                ends[c] = hi
+                break
+        else:
+            chains.append([(f, pf)])
+            ends.append(hi)
+    return unbounded + chains
+
+
+def _chain_batches(chain, columns, chunk_rows):
+    for f, pf in chain:
+        try:
+            yield from pf.iter_batches(batch_size=chunk_rows, columns=columns)
+        except (OSError, pa.ArrowException) as e:
+            raise InputError(f, f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
+
+
 def _event_chunks(files, columns, chunk_rows):
     """Tables of complete array events, in increasing (obs_id, event_id) order, from
     event-ordered files (one per telescope type): a k-way merge by event key.
@@ -695,8 +749,9 @@ def _event_chunks(files, columns, chunk_rows):
     rows per file plus the largest event.
     """
     import numpy as np
-    n = len(files)
-    iters = [pf.iter_batches(batch_size=chunk_rows, columns=columns) for _, pf in files]
+    chains = _chain_files(files)
+    n = len(chains)
+    iters = [_chain_batches(chain, columns, chunk_rows) for chain in chains]
     bufs: list = [None] * n
     done = [False] * n
 
@@ -707,8 +762,6 @@ def _event_chunks(files, columns, chunk_rows):
             except StopIteration:
                 done[i] = True
                 return
-            except (OSError, pa.ArrowException) as e:
-                raise InputError(files[i][0], f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
             if b.num_rows:
                 t = pa.Table.from_batches([b])
                 bufs[i] = t if bufs[i] is None or not bufs[i].num_rows else pa.concat_tables([bufs[i], t])

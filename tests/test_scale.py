@@ -179,3 +179,23 @@ def test_executor_isolates_a_task_that_kills_its_worker(workers):
     assert [i for i, _, e in res if e is not None] == [7]
     assert "died" in str(res[7][2])
     assert [r for i, r, e in res if e is None] == [i * i for i in range(16) if i != 7]
+
+
+def test_dl2_from_many_part_files_is_the_same_and_reads_parts_in_chains(r1_set, tmp_path):
+    """dl1-to-dl2 over a task-split DL1 (one part file per row group) equals it over one
+    file per type, and merges the parts of one input file as one chain (bounded memory)."""
+    from dvp.runner import _chain_files, _level_files, dl1_to_dl2
+    _, products, ref = r1_set
+    r1_to_dl1(products, tmp_path / "one", workers=1, task_row_groups=10_000)
+    files = _level_files(ref, "dl1")
+    assert len(files) > len(_level_files(tmp_path / "one", "dl1"))
+    for tel_type in {t for t, _ in files}:
+        parts = [(f, pq.ParquetFile(f)) for t, f in files if t == tel_type]
+        chains = _chain_files(parts)
+        assert len(chains) == 1 and len(chains[0]) == len(parts)   # obs_ids and events increase across parts
+    dl1_to_dl2([ref], tmp_path / "dl2_many", chunk_rows=50)
+    dl1_to_dl2([tmp_path / "one"], tmp_path / "dl2_one", chunk_rows=50)
+    for rel in ("dl2/part-00000.parquet", "dl2_telescopes/part-00000.parquet"):
+        a = pq.read_table(tmp_path / "dl2_many" / rel).replace_schema_metadata(None)
+        b = pq.read_table(tmp_path / "dl2_one" / rel).replace_schema_metadata(None)
+        assert a.equals(b), rel
