@@ -35,11 +35,11 @@ demo: install
 
 	@echo "== energy and gammaness on toy MC: simulate, DL2, train, apply =="
 	for spec in gamma-energy:11 gamma-particle:12 gamma-test:13; do \
-		$(VENV)/bin/dvp simulate --particle gamma --n-showers $(DEMO_ML_SHOWERS) --seed $${spec#*:} --level dl1 -q \
+		$(VENV)/bin/dvp simulate --particle gamma --n-showers $(DEMO_ML_SHOWERS) --seed $${spec#*:} --obs-id $${spec#*:} --level dl1 -q \
 			-o $(DEMO_OUT)/ml/$${spec%:*}-dl1 && \
 		$(VENV)/bin/dvp dl1-to-dl2 $(DEMO_OUT)/ml/$${spec%:*}-dl1 -o $(DEMO_OUT)/ml/$${spec%:*} -q || exit 1; done
 	for spec in proton-particle:21 proton-test:22; do \
-		$(VENV)/bin/dvp simulate --particle proton --n-showers $(DEMO_ML_SHOWERS) --seed $${spec#*:} --level dl1 -q \
+		$(VENV)/bin/dvp simulate --particle proton --n-showers $(DEMO_ML_SHOWERS) --seed $${spec#*:} --obs-id $${spec#*:} --level dl1 -q \
 			--energy-range 0.1 100 --viewcone-deg 5 -o $(DEMO_OUT)/ml/$${spec%:*}-dl1 && \
 		$(VENV)/bin/dvp dl1-to-dl2 $(DEMO_OUT)/ml/$${spec%:*}-dl1 -o $(DEMO_OUT)/ml/$${spec%:*} -q || exit 1; done
 	$(VENV)/bin/dvp train energy --signal $(DEMO_OUT)/ml/gamma-energy -o $(DEMO_OUT)/ml/models/energy
@@ -54,9 +54,9 @@ demo: install
 # the data set of the energy/gammaness benchmark in benchmarks/RESULTS.md (not committed)
 ML_DATA ?= ml-data
 ml-data: install
-	$(VENV)/bin/dvp simulate --particle gamma --n-showers 200000 --reuse 10 --seed 101 --level dl1 -o $(ML_DATA)/gamma-dl1 --overwrite
+	$(VENV)/bin/dvp simulate --particle gamma --n-showers 200000 --reuse 10 --seed 101 --obs-id 101 --level dl1 -o $(ML_DATA)/gamma-dl1 --overwrite
 	$(VENV)/bin/dvp dl1-to-dl2 $(ML_DATA)/gamma-dl1 -o $(ML_DATA)/gamma-dl2 --overwrite
-	$(VENV)/bin/dvp simulate --particle proton --n-showers 200000 --reuse 10 --seed 102 --energy-range 0.1 100 \
+	$(VENV)/bin/dvp simulate --particle proton --n-showers 200000 --reuse 10 --seed 102 --obs-id 102 --energy-range 0.1 100 \
 		--viewcone-deg 5 --level dl1 -o $(ML_DATA)/proton-dl1 --overwrite
 	$(VENV)/bin/dvp dl1-to-dl2 $(ML_DATA)/proton-dl1 -o $(ML_DATA)/proton-dl2 --overwrite
 

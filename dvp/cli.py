@@ -251,6 +251,7 @@ def simulate(
     scatter_radius_m: float = typer.Option(1000.0, "--scatter-radius-m", help="Cores uniform in a disk of this radius, m (unused for muons)"),
     reuse: int = typer.Option(10, "--reuse", help="Times each shower is used with a new core (1-100)"),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives identical tables"),
+    obs_id: int = typer.Option(1, "--obs-id", help="Observation (run) id of the simulated events: give separate runs different ids so their products can be merged or reconstructed together"),
     level: str = typer.Option("r1", "--level", help="r1: waveforms (as simtel-to-r1); dl1: run r1-to-dl1 in memory and write only DL1"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="With --level dl1: TOML or YAML config of the R1 → DL1 stage (as r1-to-dl1)"),
     set_: List[str] = typer.Option([], "--set", help="With --level dl1: override one config value (repeatable), as r1-to-dl1"),
@@ -275,7 +276,7 @@ def simulate(
     summary, console = _with_progress("simulate", quiet, lambda advance: run(
         particle, n_showers, output, layout=layout, energy_range=energy_range, spectral_index=spectral_index,
         viewcone_deg=viewcone_deg, offset_deg=offset_deg, scatter_radius_m=scatter_radius_m, reuse=reuse,
-        seed=seed, level=level, config=cfg, overwrite=overwrite, progress=advance))
+        seed=seed, obs_id=obs_id, level=level, config=cfg, overwrite=overwrite, progress=advance))
     n_tel = sum(summary.n_tel_events.values())
     console.print(f"wrote {summary.output}: {summary.n_showers} simulated events, {summary.n_array_events} triggered, "
                   f"{n_tel} telescope events {summary.n_tel_events or ''} in {summary.seconds:.1f} s")
@@ -296,6 +297,38 @@ def info(path: Path = typer.Argument(..., help="A product directory or a sim_tel
         typer.echo(json.dumps(data, indent=1, default=str))
     else:
         render(data, typer.echo)
+
+
+@app.command()
+@_one_line_errors
+def merge(
+    inputs: List[str] = typer.Argument(..., help="Product directories (any level), globs or @list.txt; give them in obs_id order to keep event order"),
+    output: Path = typer.Option(..., "--output", "-o", help="Product directory to create"),
+    row_group_mb: int = typer.Option(64, "--row-group-mb", help="Minimum MiB (in memory) per Parquet row group of every table but R1 waveforms"),
+    overwrite: bool = typer.Option(False, help="Replace OUTPUT if it exists (only once the new one is complete)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary"),
+):
+    """Merge many small product directories into one with large row groups.
+
+    All inputs must hold the same levels (r1/, dl1/, dl2/, dl2_telescopes/, trigger/,
+    simulation/ tables), the same instrument, the same optional columns (DL1 images,
+    DL2 model columns) and no event twice. Writes one part-00000.parquet per partition
+    and table, rows in input order then file order (event order when the inputs are
+    given in obs_id order, which dl1-to-dl2 needs to stream), instrument/ from the first
+    input. R1 waveform row groups stay at ~16 MiB.
+    """
+    from .merge import merge as run
+
+    if row_group_mb < 1:
+        raise DvpError(f"--row-group-mb must be ≥ 1, not {row_group_mb}")
+    summary, console = _with_progress("merge", quiet, lambda advance: run(
+        inputs, output, overwrite=overwrite, row_group_bytes=row_group_mb * 2**20, progress=advance), unit="rows")
+    n_tel = sum(summary.n_tel_events.values())
+    console.print(f"wrote {summary.output}: {summary.n_inputs} input product(s), {summary.n_array_events} array events, "
+                  f"{n_tel} telescope events {summary.n_tel_events or ''} in {summary.seconds:.1f} s "
+                  f"({summary.input_bytes / 2**20 / max(summary.seconds, 1e-9):,.0f} MiB/s)")
+    for w in summary.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}")
 
 
 def main():

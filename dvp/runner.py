@@ -365,7 +365,7 @@ R1_TASK_ROW_GROUPS = 64
 class R1ToDL1Task:
     """One r1-to-dl1 work unit: row groups ``[rg_start, rg_stop)`` of one R1 file."""
 
-    product: str
+    product: str       # the product whose instrument the camera setup is read from
     tel_type: str
     file: str
     name: str          # output part name, unique and ordered by (input, file, row group)
@@ -591,8 +591,10 @@ def r1_to_dl1(inputs, output, config=None, *, overwrite=False, write_images=None
         n_rg = pf.num_row_groups
         for a in range(0, max(n_rg, 1), task_row_groups):
             b = min(a + task_row_groups, n_rg)
-            t = R1ToDL1Task(str(p.resolve()), tel_type, str(f.resolve()), f"part-{k:04d}-{j:03d}-{a:06d}", a, b,
-                            str(staging), config_json, prov_json)
+            # every input has the first one's instrument (checked above): one camera setup
+            # per worker process, whatever the number of inputs
+            t = R1ToDL1Task(str(products[0].resolve()), tel_type, str(f.resolve()), f"part-{k:06d}-{j:03d}-{a:06d}",
+                            a, b, str(staging), config_json, prov_json)
             n_rows[t.name] = sum(pf.metadata.row_group(i).num_rows for i in range(a, b))
             rec = _verified(staging, t.name)
             (done if rec else tasks).append(rec or t)
@@ -1014,6 +1016,8 @@ def simulate(particle, n_showers, output, *, layout=None, energy_range=None, spe
         energy_range = DEFAULT_ENERGY_RANGE_TEV.get(particle, SHOWER_ENERGY_RANGE_TEV)
     _check_sim_params(particle, n_showers, energy_range, spectral_index, viewcone_deg, offset_deg,
                       scatter_radius_m, reuse, level)
+    if isinstance(obs_id, bool) or not isinstance(obs_id, (int, np.integer)) or not 0 <= int(obs_id) < 2**31:
+        raise DvpError(f"--obs-id must be an integer in [0, 2^31), got {obs_id!r}")
     layout, subarray, p_alt, p_az = _sim_layout(layout)
     obs_height = float(subarray.reference_location["height_m"])
     setups = {}
