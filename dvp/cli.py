@@ -18,6 +18,18 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="dvp: columnar Cherenkov-telescope data processing (R1 → DL1 → DL2 → DL3).")
 
 
+@app.callback()
+def _main(log_level: str = typer.Option("WARNING", "--log-level", help="Log messages to stderr from this level on: DEBUG (every task), INFO (run plan), WARNING (failed tasks), ERROR")):
+    """dvp: columnar Cherenkov-telescope data processing (R1 → DL1 → DL2 → DL3)."""
+    import logging
+    level = getattr(logging, log_level.upper(), None)
+    if not isinstance(level, int):
+        typer.echo(f"dvp: error: --log-level must be DEBUG, INFO, WARNING or ERROR, not {log_level!r}", err=True)
+        raise typer.Exit(2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("dvp").setLevel(level)
+
+
 def _one_line_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -59,6 +71,24 @@ def _with_progress(label: str, quiet: bool, call, unit: str = "tel events"):
                 prog.update(task, rate=f"{t.completed / t.elapsed:,.0f} ev/s" if unit == "tel events" else "")
 
         return call(advance), console
+
+
+def _summary_table(console, summary, n_tel):
+    """The end-of-run table: inputs, tasks, telescope events per type, time and rate."""
+    from rich.table import Table
+    t = Table(title=f"wrote {summary.output}", show_header=True, header_style="bold")
+    t.add_column("")
+    t.add_column("value", justify="right")
+    t.add_row("input products", f"{summary.n_inputs:,}")
+    if summary.n_tasks:
+        t.add_row("tasks", f"{summary.n_tasks:,}" + (f" ({summary.n_resumed:,} resumed)" if summary.n_resumed else ""))
+    if summary.failures:
+        t.add_row("failed tasks", f"[red]{len(summary.failures):,}[/red]")
+    for tel_type, n in sorted(summary.n_tel_events.items()):
+        t.add_row(f"telescope events {tel_type}", f"{n:,}")
+    t.add_row("seconds", f"{summary.seconds:.1f}")
+    t.add_row("telescope events / s", f"{n_tel / max(summary.seconds, 1e-9):,.0f}")
+    console.print(t)
 
 
 @app.command("simtel-to-r1")
@@ -135,8 +165,7 @@ def r1_to_dl1(
     n_tel = sum(summary.n_tel_events.values())
     for w in summary.warnings:
         console.print(f"[yellow]note:[/yellow] {w}")
-    console.print(f"wrote {summary.output}: {summary.n_inputs} input product(s), {n_tel} telescope events "
-                  f"{summary.n_tel_events or ''} in {summary.seconds:.1f} s ({n_tel / max(summary.seconds, 1e-9):,.0f} ev/s)")
+    _summary_table(console, summary, n_tel)
     if summary.failures:
         for f in summary.failures:
             typer.echo(f"dvp: failed: {f}", err=True)

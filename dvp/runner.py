@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,8 @@ from . import schemas as S
 from .errors import DvpError, InputError
 from .io.parquet import ROW_GROUP_BYTES, UNCOMPRESSED_COLUMNS, PartitionedWriter, ProductWriter, is_product_dir, write_table
 from .provenance import now, start_record
+
+log = logging.getLogger("dvp")
 
 SIMTEL_SUFFIXES = (".simtel", ".simtel.gz", ".simtel.zst", ".gz", ".zst")
 
@@ -63,6 +66,8 @@ class RunSummary:
     input_bytes: int = 0
     warnings: list = field(default_factory=list)
     failures: list = field(default_factory=list)   # tasks that failed (with --skip-failed)
+    n_tasks: int = 0
+    n_resumed: int = 0                              # tasks completed by an earlier, interrupted run
 
 
 def _concat(tables, schema_name):
@@ -601,14 +606,20 @@ def r1_to_dl1(inputs, output, config=None, *, overwrite=False, write_images=None
     if progress:
         progress(0, sum(n_rows.values()))
         progress(sum(r["rows_in"] for r in done))
+    summary.n_tasks, summary.n_resumed = len(n_rows), len(done)
+    log.info("r1-to-dl1: %d tasks (%d done by an earlier run), %s", len(n_rows), len(done),
+             f"Dask scheduler {scheduler}" if scheduler else f"{workers or 'all'} local worker(s)")
     failures = []
     for i, rec, err in run_tasks(run_r1_to_dl1_task, tasks, workers=workers, scheduler=scheduler):
         if err is not None:
             if isinstance(err, (KeyboardInterrupt, SystemExit)):
                 raise err
             failures.append((tasks[i], err))
+            log.warning("task %s (%s row groups %d-%d) failed: %s", tasks[i].name, tasks[i].file,
+                        tasks[i].rg_start, tasks[i].rg_stop - 1, err)
             continue
         done.append(rec)
+        log.debug("task %s: %d -> %d telescope events", rec["task"], rec["rows_in"], rec["rows_out"])
         if progress:
             progress(rec["rows_in"])
     summary.failures = [f"{t.file} row groups {t.rg_start}-{t.rg_stop - 1}: {e}" for t, e in failures]

@@ -199,3 +199,18 @@ def test_dl2_from_many_part_files_is_the_same_and_reads_parts_in_chains(r1_set, 
         a = pq.read_table(tmp_path / "dl2_many" / rel).replace_schema_metadata(None)
         b = pq.read_table(tmp_path / "dl2_one" / rel).replace_schema_metadata(None)
         assert a.equals(b), rel
+
+
+def test_cli_log_level_and_summary_table(r1_set, tmp_path):
+    _, products, _ = r1_set
+    cmd = [sys.executable, "-m", "dvp.cli", "--log-level", "DEBUG", "r1-to-dl1", str(products[0]), "-o",
+           str(tmp_path / "o"), "-j", "1", "--task-size", "2"]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    n_tasks = len(json.loads((tmp_path / "o" / "provenance.json").read_text())["tasks"])
+    assert f"{n_tasks} tasks (0 done by an earlier run)" in res.stderr
+    assert res.stderr.count("DEBUG dvp: task part-") == n_tasks       # one line per task at DEBUG
+    assert "telescope events / s" in res.stderr and "input products" in res.stderr
+    res = subprocess.run([sys.executable, "-m", "dvp.cli", "--log-level", "LOUD", "info", str(products[0])],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "--log-level" in res.stderr
