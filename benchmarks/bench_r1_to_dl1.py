@@ -97,7 +97,7 @@ def make_replicated(simtel: Path, prefix: str, n_events: int, workdir: Path) -> 
     if not parts:
         raise SystemExit(f"{simtel}: no telescope type starting with {prefix!r}")
     tel_type = parts[0].name.split("=", 1)[1]
-    base = pq.read_table(parts[0] / "part-00000.parquet")
+    base = pq.read_table(sorted(parts[0].glob("*.parquet"))[0])
     out = workdir / f"r1-{n_events}"
     if out.exists():
         return out, tel_type

@@ -19,7 +19,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 
 @app.callback()
-def _main(log_level: str = typer.Option("WARNING", "--log-level", help="Log messages to stderr from this level on: DEBUG (every task), INFO (run plan), WARNING (failed tasks), ERROR")):
+def _main(log_level: str = typer.Option("WARNING", "--log-level", help="Log messages to stderr from this level on: DEBUG (every task), INFO (run plan, each failed task as it fails), WARNING, ERROR; failures are always summarised at the end")):
     """dvp: columnar Cherenkov-telescope data processing (R1 → DL1 → DL2 → DL3)."""
     import logging
     level = getattr(logging, log_level.upper(), None)
@@ -73,13 +73,24 @@ def _with_progress(label: str, quiet: bool, call, unit: str = "tel events"):
         return call(advance), console
 
 
-def _summary_table(console, summary, n_tel):
+def _exit_on_failures(summary):
+    """After a run with --skip-failed: name the failed tasks and exit 1."""
+    if summary.failures:
+        for f in summary.failures:
+            typer.echo(f"dvp: failed: {f}", err=True)
+        typer.echo(f"dvp: error: {len(summary.failures)} task(s) failed and were skipped (see provenance.json)", err=True)
+        raise typer.Exit(1)
+
+
+def _summary_table(console, summary, n_tel, extra=None):
     """The end-of-run table: inputs, tasks, telescope events per type, time and rate."""
     from rich.table import Table
     t = Table(title=f"wrote {summary.output}", show_header=True, header_style="bold")
     t.add_column("")
     t.add_column("value", justify="right")
-    t.add_row("input products", f"{summary.n_inputs:,}")
+    t.add_row("inputs", f"{summary.n_inputs:,}")
+    for k, v in (extra or {}).items():
+        t.add_row(k, f"{v:,}")
     if summary.n_tasks:
         t.add_row("tasks", f"{summary.n_tasks:,}" + (f" ({summary.n_resumed:,} resumed)" if summary.n_resumed else ""))
     if summary.failures:
@@ -100,6 +111,9 @@ def simtel_to_r1(
     batch_mb: int = typer.Option(ROW_GROUP_BYTES // 2**20, help="Waveform MiB per Parquet row group (bounds memory; 16 ≈ 56 LSTCam events)"),
     allow_truncated: bool = typer.Option(False, help="Keep the events before the end of a truncated file instead of failing"),
     focal_length: str = typer.Option("equivalent", help="Focal length recorded for the camera frame: equivalent or effective"),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Local worker processes, one file each at a time (default: all cores); with --scheduler local, the Dask workers"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Run on a Dask cluster: its scheduler address (tcp://host:8786), or 'local' to start a LocalCluster"),
+    skip_failed: bool = typer.Option(False, "--skip-failed", help="Write the product without input files that fail (listed in provenance.json); exit code 1"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary"),
 ):
     """Read sim_telarray files into an R1 product directory.
@@ -107,7 +121,9 @@ def simtel_to_r1(
     Writes instrument/ (subarray, optics, camera geometries with neighbours, readout),
     simulation/ (run configuration, every simulated shower, shower histogram),
     trigger/ (one row per array event) and r1/tel_type=<type>/ (calibrated,
-    gain-selected float32 waveforms, as ctapipe 0.28's SimTelEventSource makes them).
+    gain-selected float32 waveforms, as ctapipe 0.28's SimTelEventSource makes them),
+    one part file per input file. Files are converted in parallel (local processes or
+    Dask); an interrupted run resumes from the files already converted.
     """
     from .runner import simtel_to_r1 as run
 
@@ -115,15 +131,14 @@ def simtel_to_r1(
         raise DvpError(f"--focal-length must be 'equivalent' or 'effective', not {focal_length!r}")
     summary, console = _with_progress("simtel-to-r1", quiet, lambda advance: run(
         inputs, output, overwrite=overwrite, batch_bytes=batch_mb * 2**20, allow_truncated=allow_truncated,
-        focal_length_choice=focal_length, progress=advance))
-    if quiet:
-        return
+        focal_length_choice=focal_length, progress=advance, workers=workers, scheduler=scheduler,
+        skip_failed=skip_failed))
     n_tel = sum(summary.n_tel_events.values())
-    console.print(f"wrote {summary.output}: {summary.n_inputs} input file(s), {summary.n_array_events} array events, "
-                  f"{n_tel} telescope events {summary.n_tel_events or ''}, {summary.n_showers} simulated showers "
-                  f"in {summary.seconds:.1f} s")
     for w in summary.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
+    _summary_table(console, summary, n_tel, extra={"array events": summary.n_array_events,
+                                                   "simulated showers": summary.n_showers})
+    _exit_on_failures(summary)
 
 
 @app.command("r1-to-dl1")
@@ -166,11 +181,7 @@ def r1_to_dl1(
     for w in summary.warnings:
         console.print(f"[yellow]note:[/yellow] {w}")
     _summary_table(console, summary, n_tel)
-    if summary.failures:
-        for f in summary.failures:
-            typer.echo(f"dvp: failed: {f}", err=True)
-        typer.echo(f"dvp: error: {len(summary.failures)} task(s) failed and were skipped (see provenance.json)", err=True)
-        raise typer.Exit(1)
+    _exit_on_failures(summary)
 
 
 @app.command("dl1-to-dl2")

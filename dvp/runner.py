@@ -77,14 +77,113 @@ def _concat(tables, schema_name):
     return pa.concat_tables([t.replace_schema_metadata(None) for t in tables], promote_options="none")
 
 
-def simtel_to_r1(inputs, output, *, overwrite=False, batch_bytes=ROW_GROUP_BYTES, allow_truncated=False,
-                 focal_length_choice="equivalent", progress=None) -> RunSummary:
-    """Convert sim_telarray files into one R1 product directory.
+@dataclass(frozen=True)
+class SimtelTask:
+    """One simtel-to-r1 work unit: one sim_telarray file."""
 
-    All inputs must share one instrument description. Any bad input aborts the run with
-    a one-line :class:`InputError` before anything is committed.
+    path: str
+    name: str           # part name, ordered like the inputs
+    staging: str
+    batch_bytes: int
+    allow_truncated: bool
+    focal_length_choice: str
+    provenance: str     # JSON
+
+
+def run_simtel_task(task: SimtelTask) -> dict:
+    """Convert one sim_telarray file: ``r1/tel_type=<type>/<name>.parquet`` in the staging
+    directory (written under a temporary name, renamed when complete) and the file's
+    small tables and instrument in ``tasks/<name>/``, then a checksummed task record."""
+    import os
+    import shutil
+
+    from .io.parquet import TableWriter
+    from .io.simtel import SimtelR1Reader
+    from .provenance import sha256
+
+    prov = json.loads(task.provenance)
+    staging = Path(task.staging)
+    own = staging / "tasks" / task.name
+    shutil.rmtree(own, ignore_errors=True)     # leftovers of an interrupted attempt
+    own.mkdir(parents=True)
+    writers: dict = {}
+    tmp_of: dict = {}
+    reader = SimtelR1Reader(task.path, batch_bytes=task.batch_bytes, allow_truncated=task.allow_truncated,
+                            focal_length_choice=task.focal_length_choice)
+    try:
+        for tel_type, batch in reader.batches():
+            if tel_type not in writers:
+                out = staging / "r1" / f"tel_type={tel_type}" / f"{task.name}.parquet"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                tmp_of[tel_type] = (out.with_name(f".{out.name}.tmp-{os.getpid()}"), out)
+                writers[tel_type] = TableWriter(tmp_of[tel_type][0], S.R1_EVENTS, prov, min_row_group_bytes=0)
+            writers[tel_type].write(batch)
+        for w in writers.values():
+            w.close()
+        for tel_type, (tmp, out) in tmp_of.items():
+            os.replace(tmp, out)
+        for name, table, schema_name in (("runs", reader.run_table(), S.SIM_RUN),
+                                         ("showers", reader.shower_table(), S.SIM_SHOWER),
+                                         ("trigger", reader.trigger_table(), S.R1_TRIGGER),
+                                         ("shower_distribution", reader.distribution_table(),
+                                          S.SIM_SHOWER_DISTRIBUTION)):
+            write_table(table, own / f"{name}.parquet", schema_name, prov)
+        reader.subarray.write(own, lambda t, p, n: write_table(t, p, n, prov))
+        fingerprint = reader.subarray.fingerprint()
+        truncated = reader.truncated
+        n_tel = reader.n_tel_events
+    except BaseException:
+        for tmp, _ in tmp_of.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        reader.close()
+    parts = {t: {"file": str(out.relative_to(staging)), "rows": writers[t].rows, "sha256": sha256(out),
+                 "bytes": out.stat().st_size} for t, (_, out) in tmp_of.items()}
+    record = {"task": task.name, "input": task.path, "instrument": fingerprint, "truncated": truncated,
+              "telescope_events": n_tel, "parts": parts, "input_bytes": Path(task.path).stat().st_size,
+              "rows_in": n_tel}
+    _write_json_atomic(staging / "tasks" / f"{task.name}.json", record)
+    return record
+
+
+def _verified_simtel(staging: Path, name: str) -> dict | None:
+    """The record of a file converted by an earlier (interrupted) run, if all its outputs
+    are intact."""
+    from .provenance import sha256
+    f = staging / "tasks" / f"{name}.json"
+    try:
+        rec = json.loads(f.read_text())
+        for part in rec["parts"].values():
+            p = staging / part["file"]
+            if not (p.is_file() and p.stat().st_size == part["bytes"] and sha256(p) == part["sha256"]):
+                return None
+        own = staging / "tasks" / name
+        if all((own / f"{t}.parquet").is_file() for t in ("runs", "showers", "trigger", "shower_distribution")):
+            return rec
+    except (OSError, ValueError, KeyError):
+        pass
+    return None
+
+
+def simtel_to_r1(inputs, output, *, overwrite=False, batch_bytes=ROW_GROUP_BYTES, allow_truncated=False,
+                 focal_length_choice="equivalent", progress=None, workers: int | None = 1,
+                 scheduler: str | None = None, skip_failed: bool = False) -> RunSummary:
+    """Convert sim_telarray files into one R1 product directory, one task per file.
+
+    Each file becomes ``r1/tel_type=<type>/part-<input>.parquet`` (row groups of
+    ``batch_bytes`` of waveforms), whichever executor (``workers`` local processes or a
+    Dask ``scheduler``) ran it; the simulation and trigger tables are concatenated in
+    input order. All inputs must share one instrument description. As in
+    :func:`r1_to_dl1`, the run is built in a staging directory that a re-run resumes; a
+    bad file fails its task only: the run then ends with a one-line error (no output) or,
+    with ``skip_failed``, writes the product without it.
     """
-    from .io.simtel import GAIN_THRESHOLD_ADC, SimtelR1Reader, check_simtel_file
+    import shutil
+
+    from .executor import run_tasks
+    from .instrument.subarray import SubarrayDescription
+    from .io.simtel import GAIN_THRESHOLD_ADC, check_simtel_file
 
     paths = expand_inputs(inputs)
     if not paths:
@@ -96,53 +195,79 @@ def simtel_to_r1(inputs, output, *, overwrite=False, batch_bytes=ROW_GROUP_BYTES
     for p in paths:  # fail fast, before any work, on the cheap checks
         check_simtel_file(p)
     prov = start_record("simtel-to-r1", paths, config)
-    with ProductWriter(output, overwrite=overwrite) as pw:
-        r1 = PartitionedWriter(pw.path("r1"), S.R1_EVENTS, provenance=prov)
-        runs, showers, triggers, dists = [], [], [], []
-        subarray = None
-        try:
-            for path in paths:
-                reader = SimtelR1Reader(path, batch_bytes=batch_bytes, allow_truncated=allow_truncated,
-                                        focal_length_choice=focal_length_choice)
-                try:
-                    if subarray is None:
-                        subarray = reader.subarray
-                    elif subarray.fingerprint() != reader.subarray.fingerprint():
-                        raise InputError(path, f"instrument differs from {paths[0]}; "
-                                               "convert files of different arrays separately")
-                    for tel_type, batch in reader.batches():
-                        r1.write(tel_type, batch)
-                        if progress:
-                            progress(batch.num_rows)
-                    if reader.truncated:
-                        summary.warnings.append(f"{path}: truncated; kept {reader.n_tel_events} telescope events")
-                    runs.append(reader.run_table())
-                    showers.append(reader.shower_table())
-                    triggers.append(reader.trigger_table())
-                    dists.append(reader.distribution_table())
-                finally:
-                    reader.close()
-                summary.input_bytes += path.stat().st_size
-        finally:
-            r1.close()
-        subarray.write(pw.tmp, lambda t, p, n: write_table(t, p, n, prov))
-        write_table(_concat(runs, S.SIM_RUN), pw.path("simulation", "runs.parquet"), S.SIM_RUN, prov)
-        sh = _concat(showers, S.SIM_SHOWER)
-        write_table(sh, pw.path("simulation", "showers.parquet"), S.SIM_SHOWER, prov)
-        write_table(_concat(dists, S.SIM_SHOWER_DISTRIBUTION), pw.path("simulation", "shower_distribution.parquet"),
-                    S.SIM_SHOWER_DISTRIBUTION, prov)
-        tr = _concat(triggers, S.R1_TRIGGER)
-        write_table(tr, pw.path("trigger", "part-00000.parquet"), S.R1_TRIGGER, prov)
-        summary.n_tel_events = dict(r1.rows)
-        summary.n_array_events = tr.num_rows
-        summary.n_showers = sh.num_rows
-        summary.seconds = time.perf_counter() - t0
-        record = dict(prov, stop=now(), seconds=round(summary.seconds, 3), warnings=summary.warnings,
-                      counts={"array_events_out": summary.n_array_events, "showers_out": summary.n_showers,
-                              "telescope_events_out": summary.n_tel_events},
-                      levels=["instrument", "simulation", "r1"])
-        pw.path("provenance.json").write_text(json.dumps(record, indent=1, default=str))
-        pw.commit()
+    staging = _prepare_staging(output, _fingerprint("simtel-to-r1", prov["inputs"], config), overwrite, summary)
+    prov_json = json.dumps(prov, default=str)
+    tasks, done = [], {}
+    for k, p in enumerate(paths):
+        t = SimtelTask(str(p.resolve()), f"part-{k:06d}", str(staging), int(batch_bytes), bool(allow_truncated),
+                       focal_length_choice, prov_json)
+        rec = _verified_simtel(staging, t.name)
+        if rec:
+            done[t.name] = rec
+        else:
+            tasks.append(t)
+    summary.n_tasks, summary.n_resumed = len(paths), len(done)
+    log.info("simtel-to-r1: %d files (%d done by an earlier run)", len(paths), len(done))
+    failures = []
+    for i, rec, err in run_tasks(run_simtel_task, tasks, workers=workers, scheduler=scheduler):
+        if err is not None:
+            if isinstance(err, (KeyboardInterrupt, SystemExit)):
+                raise err
+            failures.append((tasks[i], err))
+            log.info("%s failed: %s", tasks[i].path, err)
+            continue
+        done[rec["task"]] = rec
+        if progress:
+            progress(rec["rows_in"])
+    summary.failures = [str(e) if isinstance(e, DvpError) else f"{t.path}: {type(e).__name__}: {e}"
+                        for t, e in failures]
+    if failures and (not skip_failed or not done):
+        if not done:
+            shutil.rmtree(staging, ignore_errors=True)   # nothing to resume
+        first = failures[0][1]
+        if len(paths) == 1 and isinstance(first, DvpError):
+            raise first
+        msg = first if isinstance(first, DvpError) else f"{type(first).__name__}: {first}"
+        raise DvpError(f"{len(failures)} of {len(paths)} input files failed, first: {msg}"
+                       + (f"; the {len(done)} converted files are kept in {staging} and a re-run resumes them "
+                          f"(or use --skip-failed to write the product without the failed ones)" if done else ""))
+    recs = [done[n] for n in sorted(done)]
+    first_rec = recs[0]
+    for r in recs[1:]:
+        if r["instrument"] != first_rec["instrument"]:
+            raise InputError(r["input"], f"instrument differs from {first_rec['input']}; "
+                                         "convert files of different arrays separately")
+    subarray = SubarrayDescription.read(staging / "tasks" / first_rec["task"])
+    subarray.write(staging, lambda t, p, n: write_table(t, p, n, prov))
+    small = {}
+    for name, schema_name in (("runs", S.SIM_RUN), ("showers", S.SIM_SHOWER), ("trigger", S.R1_TRIGGER),
+                              ("shower_distribution", S.SIM_SHOWER_DISTRIBUTION)):
+        small[name] = _concat([pq.read_table(staging / "tasks" / r["task"] / f"{name}.parquet") for r in recs],
+                              schema_name)
+    write_table(small["runs"], staging / "simulation" / "runs.parquet", S.SIM_RUN, prov)
+    write_table(small["showers"], staging / "simulation" / "showers.parquet", S.SIM_SHOWER, prov)
+    write_table(small["shower_distribution"], staging / "simulation" / "shower_distribution.parquet",
+                S.SIM_SHOWER_DISTRIBUTION, prov)
+    write_table(small["trigger"], staging / "trigger" / "part-00000.parquet", S.R1_TRIGGER, prov)
+    counts: dict = {}
+    for r in recs:
+        for t, part in r["parts"].items():
+            counts[t] = counts.get(t, 0) + part["rows"]
+        if r["truncated"]:
+            summary.warnings.append(f"{r['input']}: truncated; kept {r['telescope_events']} telescope events")
+        summary.input_bytes += r["input_bytes"]
+    summary.n_tel_events = counts
+    summary.n_array_events = small["trigger"].num_rows
+    summary.n_showers = small["showers"].num_rows
+    summary.seconds = time.perf_counter() - t0
+    record = dict(prov, stop=now(), seconds=round(summary.seconds, 3), warnings=summary.warnings,
+                  counts={"array_events_out": summary.n_array_events, "showers_out": summary.n_showers,
+                          "telescope_events_out": summary.n_tel_events},
+                  tasks=[{"task": r["task"], "input": r["input"], "parts": r["parts"]} for r in recs],
+                  failed=summary.failures, executor={"workers": workers, "scheduler": scheduler},
+                  levels=["instrument", "simulation", "r1"])
+    (staging / "provenance.json").write_text(json.dumps(record, indent=1, default=str))
+    _commit_staging(staging, output)
     return summary
 
 
@@ -615,7 +740,7 @@ def r1_to_dl1(inputs, output, config=None, *, overwrite=False, write_images=None
             if isinstance(err, (KeyboardInterrupt, SystemExit)):
                 raise err
             failures.append((tasks[i], err))
-            log.warning("task %s (%s row groups %d-%d) failed: %s", tasks[i].name, tasks[i].file,
+            log.info("task %s (%s row groups %d-%d) failed: %s", tasks[i].name, tasks[i].file,
                         tasks[i].rg_start, tasks[i].rg_stop - 1, err)
             continue
         done.append(rec)
@@ -626,6 +751,9 @@ def r1_to_dl1(inputs, output, config=None, *, overwrite=False, write_images=None
     if failures and not skip_failed:
         first = failures[0][1]
         msg = first if isinstance(first, DvpError) else f"{type(first).__name__}: {first}"
+        if not done:
+            import shutil
+            shutil.rmtree(staging, ignore_errors=True)   # nothing to resume
         raise DvpError(f"{len(failures)} of {len(n_rows)} tasks failed, "
                        f"first: {msg}; the {len(done)} completed tasks are kept in {staging} and a re-run resumes "
                        f"them (or use --skip-failed to write the product without the failed ones)")

@@ -210,7 +210,43 @@ def test_cli_log_level_and_summary_table(r1_set, tmp_path):
     n_tasks = len(json.loads((tmp_path / "o" / "provenance.json").read_text())["tasks"])
     assert f"{n_tasks} tasks (0 done by an earlier run)" in res.stderr
     assert res.stderr.count("DEBUG dvp: task part-") == n_tasks       # one line per task at DEBUG
-    assert "telescope events / s" in res.stderr and "input products" in res.stderr
+    assert "telescope events / s" in res.stderr and "inputs" in res.stderr
     res = subprocess.run([sys.executable, "-m", "dvp.cli", "--log-level", "LOUD", "info", str(products[0])],
                          capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "--log-level" in res.stderr
+
+
+def test_simtel_to_r1_executors_identical_and_bad_file_skipped(tmp_path):
+    """simtel-to-r1 converts one file per task: the same tables serially, in a process
+    pool and on Dask; with --skip-failed a truncated file is reported and left out."""
+    from distributed import LocalCluster
+
+    from dvp.runner import simtel_to_r1
+
+    from .conftest import SIMTEL
+    files = [SIMTEL / "gamma_diffuse_run000010_za20deg_azm000deg_North_alpha_6.0.0_test_file.simtel.zst",
+             SIMTEL / "proton_run000201_za20deg_azm000deg_North_alpha_6.0.0_test_file.simtel.zst"]
+    simtel_to_r1(files, tmp_path / "serial", workers=1)
+    simtel_to_r1(files, tmp_path / "pool", workers=2)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      host="127.0.0.1") as cluster:
+        simtel_to_r1(files, tmp_path / "dask", scheduler=cluster.scheduler_address)
+    ref = _content(tmp_path / "serial")
+    assert _content(tmp_path / "pool") == ref and _content(tmp_path / "dask") == ref
+    assert any("part-000000" in k for k in ref)
+    prov = json.loads((tmp_path / "serial" / "provenance.json").read_text())
+    assert [t["input"] for t in prov["tasks"]] == [str(f.resolve()) for f in files]
+    # a truncated third file: strict run fails naming it; --skip-failed writes the rest
+    data = files[0].read_bytes()
+    bad = tmp_path / "cut.simtel.zst"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DvpError, match="cut.simtel.zst"):
+        simtel_to_r1([*files, bad], tmp_path / "strict", workers=2)
+    assert not (tmp_path / "strict").exists()
+    res = subprocess.run([sys.executable, "-m", "dvp.cli", "simtel-to-r1", *map(str, files), str(bad), "-o",
+                          str(tmp_path / "kept"), "--skip-failed", "-j", "2", "-q"], capture_output=True, text=True,
+                         cwd=ROOT)
+    assert res.returncode == 1 and "cut.simtel.zst" in res.stderr
+    kept = _content(tmp_path / "kept")
+    assert {k: v for k, v in kept.items() if k.startswith("r1/")} == {k: v for k, v in ref.items() if k.startswith("r1/")}
+    assert json.loads((tmp_path / "kept" / "provenance.json").read_text())["failed"]
