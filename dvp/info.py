@@ -63,6 +63,9 @@ def _product(path: Path) -> dict:
     trig = path / "trigger"
     if trig.is_dir():
         out["array_events"] = _count_rows(sorted(trig.glob("*.parquet")))
+    dl2 = path / "dl2" / "part-00000.parquet"
+    if dl2.is_file():
+        out["reconstruction"] = _dl2_summary(dl2)
     prov = read_provenance(path)
     if prov:
         out["provenance"] = {k: prov.get(k) for k in ("command", "start", "stop", "seconds")}
@@ -97,6 +100,16 @@ def _simtel(path: Path) -> dict:
                                "scatter_m": [runs[-1]["min_scatter_m"], runs[-1]["max_scatter_m"]]}}
     finally:
         reader.close()
+
+
+def _dl2_summary(f: Path) -> dict:
+    """Valid geometry, energy and gammaness counts of a DL2 events file (only the flags read)."""
+    names = set(pq.read_schema(f).names)
+    flags = [c for c in (S.RECO_IS_VALID, S.RECO_ENERGY_IS_VALID, S.GAMMANESS_IS_VALID) if c in names]
+    t = pq.read_table(f, columns=flags)
+    label = {S.RECO_IS_VALID: "valid geometry", S.RECO_ENERGY_IS_VALID: "valid energy",
+             S.GAMMANESS_IS_VALID: "valid gammaness"}
+    return {label[c]: int(t.column(c).to_numpy(zero_copy_only=False).sum()) for c in flags}
 
 
 def render(info: dict, print_fn=print, indent: int = 0) -> None:

@@ -265,6 +265,10 @@ def test_apply_output_is_a_complete_product(trained):
     assert (j[S.GAMMANESS_N_TELS].cast(pl.Int64) == j["n"].cast(pl.Int64)).all()
     prov = json.loads((out / "provenance.json").read_text())
     assert [m["kind"] for m in prov["config"]["models"]] == ["energy", "particle"]
+    from dvp.info import summarize
+    rec = summarize(out)["reconstruction"]
+    assert rec["valid gammaness"] == ev.filter(pl.col(S.GAMMANESS_IS_VALID)).height
+    assert rec["valid energy"] == ev.filter(pl.col(S.RECO_ENERGY_IS_VALID)).height
     import duckdb
     n = duckdb.sql(f"select count(*) from read_parquet('{out}/dl2/*.parquet') where gammaness > 0.5").fetchall()[0][0]
     assert n == ev.filter(pl.col(S.GAMMANESS) > 0.5).height
