@@ -1044,19 +1044,26 @@ def dl1_to_dl2(inputs, output, config=None, *, overwrite=False, progress=None, c
                     progress(dl1.num_rows)
         ev_out.close()
         tel_out.close()
-        subarray.write(pw.tmp, lambda t, p, n: write_table(t, p, n, prov))
-        _carry(carried, pw, prov)
-        _carry_dl1(products, pw, prov)   # the features of later models (dvp train, apply-models)
         summary.n_array_events = ev_out.rows
         summary.n_tel_events = {"dl1": n_in}
-        summary.seconds = time.perf_counter() - t0
-        record = dict(prov, stop=now(), seconds=round(summary.seconds, 3),
-                      counts={"telescope_events_in": n_in, "array_events_out": ev_out.rows,
-                              "valid_reconstructions": n_valid},
-                      levels=["instrument", "simulation", "dl1", "dl2"])
-        pw.path("provenance.json").write_text(json.dumps(record, indent=1, default=str))
-        pw.commit()
+        finish_dl2_product(pw, subarray, carried, products, prov, summary, t0,
+                           {"telescope_events_in": n_in, "array_events_out": ev_out.rows,
+                            "valid_reconstructions": n_valid})
     return summary
+
+
+def finish_dl2_product(pw, subarray, carried, products, prov, summary, t0, counts) -> None:
+    """Complete a DL2-level product (dl1-to-dl2, apply-models): instrument, carried
+    simulation/trigger tables, the DL1 parameters (the features of later models),
+    provenance.json; then commit it."""
+    subarray.write(pw.tmp, lambda t, p, n: write_table(t, p, n, prov))
+    _carry(carried, pw, prov)
+    _carry_dl1(products, pw, prov)
+    summary.seconds = time.perf_counter() - t0
+    record = dict(prov, stop=now(), seconds=round(summary.seconds, 3), counts=counts,
+                  levels=["instrument", "simulation", "dl1", "dl2"])
+    pw.path("provenance.json").write_text(json.dumps(record, indent=1, default=str))
+    pw.commit()
 
 
 def _read_whole(files, columns):

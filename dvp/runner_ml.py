@@ -2,7 +2,6 @@
 DL2 product directory out, atomically, with provenance (see :mod:`dvp.runner`)."""
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,9 +13,9 @@ import pyarrow.parquet as pq
 
 from . import schemas as S
 from .errors import DvpError, InputError
-from .io.parquet import ProductWriter, TableWriter, write_table
+from .io.parquet import ProductWriter, TableWriter
 from .provenance import input_record, now, start_record
-from .runner import _carried_files, _carry, _carry_dl1, expand_products
+from .runner import _carried_files, expand_products, finish_dl2_product
 
 
 @dataclass
@@ -278,16 +277,8 @@ def apply_models(inputs, models, output, *, weights=None, overwrite=False, progr
                 n_valid += int(np.sum(ev.column(S.MODEL_COLUMNS[m.kind][2]).to_numpy(zero_copy_only=False)))
         ev_out.close()
         tel_out.close()
-        subarray.write(pw.tmp, lambda t, path, n: write_table(t, path, n, prov))
-        _carry(carried, pw, prov)
-        _carry_dl1(products, pw, prov)
         summary.n_array_events = ev_out.rows
         summary.n_tel_events = {"dl2_telescopes": n_tel}
-        summary.seconds = time.perf_counter() - t0
-        record = dict(prov, stop=now(), seconds=round(summary.seconds, 3),
-                      counts={"telescope_events": n_tel, "array_events": ev_out.rows,
-                              "valid_predictions": n_valid},
-                      levels=["instrument", "simulation", "dl1", "dl2"])
-        pw.path("provenance.json").write_text(json.dumps(record, indent=1, default=str))
-        pw.commit()
+        finish_dl2_product(pw, subarray, carried, products, prov, summary, t0,
+                           {"telescope_events": n_tel, "array_events": ev_out.rows, "valid_predictions": n_valid})
     return summary

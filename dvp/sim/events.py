@@ -125,6 +125,16 @@ class _Detector:
         if full < n:
             queue.append(tuple(c[full:] for c in cols))
 
+    def run(self, progress=None):
+        """Yield ``(tel_type, r1_table)`` batches: :meth:`_chunk` over chunks of
+        ``CHUNK_EVENTS`` events, then what is still queued."""
+        n = self._n_events()
+        for start in range(0, n, CHUNK_EVENTS):
+            yield from self._chunk(np.arange(start, min(start + CHUNK_EVENTS, n)))
+            if progress:
+                progress(0)
+        yield from self._flush()
+
     def _flush(self):
         """Yield the queued telescope events of every type (end of the run)."""
         for tel_type in sorted(self._pending):
@@ -171,13 +181,8 @@ class ToySimulation(_Detector):
         # det(cov) ≥ psf⁴ and no pixel can be brighter than n_pe × this factor
         self.bound_factor = self.pix_area_max / (2 * np.pi * C.psf_m(self.focal) ** 2)
 
-    def run(self, progress=None):
-        n = len(self.sh)
-        for start in range(0, n, CHUNK_EVENTS):
-            yield from self._chunk(np.arange(start, min(start + CHUNK_EVENTS, n)))
-            if progress:
-                progress(0)
-        yield from self._flush()
+    def _n_events(self) -> int:
+        return len(self.sh)
 
     def _chunk(self, idx):
         sh, (w_all, o1, o2, dl, s_lat, s_long) = self.sh, self.comp

@@ -42,7 +42,7 @@ from numba import njit
 from .. import schemas as S
 from ..kernels.frames import altaz_to_telescope
 from . import camera as C
-from .events import CHUNK_EVENTS, _Detector
+from .events import _Detector
 from .showers import SCALE_HEIGHT_M, directions, power_law
 
 SIM_MUON = "simulation.muon"           # schemas/simulation.muon.json
@@ -251,13 +251,8 @@ class MuonSimulation(_Detector):
         self.mu = muons
         self.triggered = np.zeros(len(muons), bool)
 
-    def run(self, progress=None):
-        n = len(self.mu)
-        for start in range(0, n, CHUNK_EVENTS):
-            yield from self._chunk(np.arange(start, min(start + CHUNK_EVENTS, n)))
-            if progress:
-                progress(0)
-        yield from self._flush()
+    def _n_events(self) -> int:
+        return len(self.mu)
 
     def _chunk(self, idx):
         mu = self.mu
