@@ -1088,6 +1088,21 @@ DEFAULT_ENERGY_RANGE_TEV = {"muon": (0.01, 0.1)}
 SHOWER_ENERGY_RANGE_TEV = (0.03, 10.0)
 
 
+def _shower_distribution(showers, obs_id: int, max_scatter_m: float, energy_range) -> pa.Table:
+    """sim_telarray's histogram 6 for a toy run: every simulated shower use in core
+    distance (ground plane, 0 to the scatter radius, 100 bins) × log10 energy (10 bins per
+    decade over the simulated range), so effective areas can use the same code path as
+    for sim_telarray files."""
+    r = np.hypot(showers.core_x_m, showers.core_y_m)
+    lo, hi = np.log10(float(energy_range[0])), np.log10(float(energy_range[1]))
+    e_edges = np.linspace(lo, hi, max(1, int(np.ceil((hi - lo) * 10))) + 1)
+    r_edges = np.linspace(0.0, max(float(max_scatter_m), float(r.max()) if len(r) else 1.0), 101)
+    h, _, _ = np.histogram2d(r, np.log10(showers.energy_tev), bins=(r_edges, e_edges))
+    return S.validate(pa.Table.from_pylist([{
+        S.OBS_ID: obs_id, "hist_id": 6, "n_entries": int(len(r)), "bins_core_dist_m": r_edges.tolist(),
+        "bins_energy_tev": (10 ** e_edges).tolist(), "histogram": h.ravel().tolist()}]), S.SIM_SHOWER_DISTRIBUTION)
+
+
 def _check_sim_params(particle, n_showers, energy_range, spectral_index, viewcone_deg, offset_deg,
                       scatter_radius_m, reuse, level="r1"):
     """One-line :class:`DvpError` for any bad simulation parameter (before any work)."""
@@ -1242,7 +1257,7 @@ def simulate(particle, n_showers, output, *, layout=None, energy_range=None, spe
             "true_shower_primary_id": np.full(n, PARTICLE_IDS[particle], np.int32),
             S.PARTICLE: pa.array([particle] * n, pa.string()), S.TRIGGERED: sim.triggered})
         write_table(S.validate(sh, S.SIM_SHOWER), pw.path("simulation", "showers.parquet"), S.SIM_SHOWER, prov)
-        write_table(S.schema(S.SIM_SHOWER_DISTRIBUTION).empty_table(),
+        write_table(_shower_distribution(showers, int(obs_id), max_scatter, energy_range),
                     pw.path("simulation", "shower_distribution.parquet"), S.SIM_SHOWER_DISTRIBUTION, prov)
         if particle == "muon":
             write_table(sim.truth_table(int(obs_id)), pw.path("simulation", "muons.parquet"), SIM_MUON, prov)

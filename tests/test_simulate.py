@@ -396,3 +396,15 @@ def test_cli_writes_product(tmp_path):
     assert res.returncode == 0, res.stderr
     sh = pl.read_parquet(tmp_path / "p" / "simulation" / "showers.parquet")
     assert sh.height == 10 and set(sh[S.PARTICLE]) == {"proton"} and (sh["true_shower_primary_id"] == 101).all()
+
+
+def test_shower_distribution_counts_every_shower(gamma_chain):
+    """simulation/shower_distribution.parquet holds histogram 6 of all shower uses, as
+    sim_telarray writes it (core distance × energy), consistent with showers.parquet."""
+    d = pl.read_parquet(gamma_chain / "r1" / "simulation" / "shower_distribution.parquet").row(0, named=True)
+    sh = pl.read_parquet(gamma_chain / "r1" / "simulation" / "showers.parquet")
+    h = np.asarray(d["histogram"]).reshape(len(d["bins_core_dist_m"]) - 1, len(d["bins_energy_tev"]) - 1)
+    assert d["hist_id"] == 6 and d["n_entries"] == sh.height == h.sum()
+    e_counts, _ = np.histogram(sh[S.TRUE_ENERGY].to_numpy(), bins=d["bins_energy_tev"])
+    np.testing.assert_array_equal(h.sum(axis=0), e_counts)
+    assert d["bins_energy_tev"][0] == pytest.approx(GAMMA["energy_range"][0])
