@@ -82,7 +82,11 @@ def _pool(fn, tasks, workers, retries):
             futures = {pool.submit(fn, tasks[i]): i for i in sorted(pending)}
             broken = False
             while futures:
-                done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                try:
+                    done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                except KeyboardInterrupt:
+                    _abandon(pool)
+                    raise
                 for f in done:
                     i = futures.pop(f)
                     try:
@@ -116,6 +120,15 @@ def _pool(fn, tasks, workers, retries):
                                         f"(killed, out of memory or crashed)")
             except Exception as e:
                 yield i, None, e
+
+
+def _abandon(pool) -> None:
+    """Ctrl-C: drop the queued tasks and stop the workers now, instead of the executor's
+    default of finishing everything first (completed tasks are already on disk)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        proc.terminate()
 
 
 def _set_env(env: dict) -> None:

@@ -650,6 +650,8 @@ def _commit_staging(staging: Path, output) -> None:
     out = Path(output)
     (staging / "run.json").unlink(missing_ok=True)
     shutil.rmtree(staging / "tasks", ignore_errors=True)
+    for tmp in staging.rglob(".*.tmp-*"):   # half-written parts of workers killed mid-task
+        tmp.unlink(missing_ok=True)
     if out.exists():
         old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
         os.rename(out, old)

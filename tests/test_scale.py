@@ -122,12 +122,16 @@ def test_corrupt_input_is_reported_and_the_others_written(r1_set, tmp_path):
     assert np.sum(np.asarray(got.column(S.OBS_ID)) != bad_obs) == np.sum(np.asarray(want.column(S.OBS_ID)) != bad_obs)
 
 
-def test_interrupted_run_resumes_without_loss_or_duplicates(r1_set, tmp_path):
+@pytest.mark.parametrize("sig,workers", [(signal.SIGKILL, "1"), (signal.SIGINT, "2")])
+def test_interrupted_run_resumes_without_loss_or_duplicates(r1_set, tmp_path, sig, workers):
+    """Killed (SIGKILL, possibly mid-write) or Ctrl-C'd (SIGINT: the pool stops at once,
+    exit code 130): a re-run resumes and ends with exactly the uninterrupted output."""
     _, products, ref = r1_set
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "dvp.cli", "r1-to-dl1", *map(str, products), "-o", str(out), "-j", "1",
+    cmd = [sys.executable, "-m", "dvp.cli", "r1-to-dl1", *map(str, products), "-o", str(out), "-j", workers,
            "--task-size", "1", "-q"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     tasks = staging_dir(out) / "tasks"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -135,8 +139,9 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(r1_set, tmp_path):
             break
         time.sleep(0.02)
     assert proc.poll() is None, "the run ended before it could be interrupted"
-    os.kill(proc.pid, signal.SIGKILL)               # mid-run, possibly mid-write
-    proc.wait()
+    os.kill(proc.pid, sig)                          # mid-run, possibly mid-write
+    rc = proc.wait(timeout=60)
+    assert rc == (130 if sig == signal.SIGINT else -signal.SIGKILL)
     assert not out.exists()
     n_done = len(list(tasks.glob("*.json")))
     assert n_done >= 2
