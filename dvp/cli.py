@@ -296,6 +296,8 @@ def simulate(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="With --level dl1: TOML or YAML config of the R1 → DL1 stage (as r1-to-dl1)"),
     set_: List[str] = typer.Option([], "--set", help="With --level dl1: override one config value (repeatable), as r1-to-dl1"),
     overwrite: bool = typer.Option(False, help="Replace OUTPUT if it exists (only once the new one is complete)"),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Local worker processes, one block of 20,000 showers each at a time (default: all cores); with --scheduler local, the Dask workers"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Run on a Dask cluster: its scheduler address (tcp://host:8786), or 'local' to start a LocalCluster"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary"),
 ):
     """Toy air-shower Monte Carlo into an R1 (or DL1) product directory (layout of simtel-to-r1 / r1-to-dl1).
@@ -316,7 +318,8 @@ def simulate(
     summary, console = _with_progress("simulate", quiet, lambda advance: run(
         particle, n_showers, output, layout=layout, energy_range=energy_range, spectral_index=spectral_index,
         viewcone_deg=viewcone_deg, offset_deg=offset_deg, scatter_radius_m=scatter_radius_m, reuse=reuse,
-        seed=seed, obs_id=obs_id, level=level, config=cfg, overwrite=overwrite, progress=advance))
+        seed=seed, obs_id=obs_id, level=level, config=cfg, overwrite=overwrite, progress=advance,
+        workers=workers, scheduler=scheduler), unit="showers")
     n_tel = sum(summary.n_tel_events.values())
     console.print(f"wrote {summary.output}: {summary.n_showers} simulated events, {summary.n_array_events} triggered, "
                   f"{n_tel} telescope events {summary.n_tel_events or ''} in {summary.seconds:.1f} s")

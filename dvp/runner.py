@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from . import schemas as S
 from .errors import DvpError, InputError
-from .io.parquet import ROW_GROUP_BYTES, UNCOMPRESSED_COLUMNS, PartitionedWriter, ProductWriter, is_product_dir, write_table
+from .io.parquet import ROW_GROUP_BYTES, UNCOMPRESSED_COLUMNS, ProductWriter, is_product_dir, write_table
 from .provenance import now, start_record
 
 log = logging.getLogger("dvp")
@@ -1090,21 +1090,6 @@ DEFAULT_ENERGY_RANGE_TEV = {"muon": (0.01, 0.1)}
 SHOWER_ENERGY_RANGE_TEV = (0.03, 10.0)
 
 
-def _shower_distribution(showers, obs_id: int, max_scatter_m: float, energy_range) -> pa.Table:
-    """sim_telarray's histogram 6 for a toy run: every simulated shower use in core
-    distance (ground plane, 0 to the scatter radius, 100 bins) × log10 energy (10 bins per
-    decade over the simulated range), so effective areas can use the same code path as
-    for sim_telarray files."""
-    r = np.hypot(showers.core_x_m, showers.core_y_m)
-    lo, hi = np.log10(float(energy_range[0])), np.log10(float(energy_range[1]))
-    e_edges = np.linspace(lo, hi, max(1, int(np.ceil((hi - lo) * 10))) + 1)
-    r_edges = np.linspace(0.0, max(float(max_scatter_m), float(r.max()) if len(r) else 1.0), 101)
-    h, _, _ = np.histogram2d(r, np.log10(showers.energy_tev), bins=(r_edges, e_edges))
-    return S.validate(pa.Table.from_pylist([{
-        S.OBS_ID: obs_id, "hist_id": 6, "n_entries": int(len(r)), "bins_core_dist_m": r_edges.tolist(),
-        "bins_energy_tev": (10 ** e_edges).tolist(), "histogram": h.ravel().tolist()}]), S.SIM_SHOWER_DISTRIBUTION)
-
-
 def _check_sim_params(particle, n_showers, energy_range, spectral_index, viewcone_deg, offset_deg,
                       scatter_radius_m, reuse, level="r1"):
     """One-line :class:`DvpError` for any bad simulation parameter (before any work)."""
@@ -1155,9 +1140,164 @@ def _sim_layout(layout):
     return layout, subarray, float(np.rad2deg(clip_altitude(float(alt)))), float(np.rad2deg(float(az)))
 
 
+#: showers per simulate task (× reuse uses): the unit of parallel work and of resumption;
+#: fixed, so the output does not depend on the number of workers
+SIM_TASK_SHOWERS = 20_000
+
+
+@dataclass(frozen=True)
+class SimTask:
+    """One block of showers ``[first, first + n)`` of a ``dvp simulate`` run."""
+
+    name: str
+    block: int
+    first: int
+    n: int
+    staging: str
+    params: str        # JSON: everything that defines the run
+    provenance: str    # JSON
+
+
+_SIM_CONTEXT: dict = {}
+
+
+def _sim_context(params_json: str):
+    """Per worker process: the instrument from the layout file and the DL1 camera setups."""
+    if params_json not in _SIM_CONTEXT:
+        p = json.loads(params_json)
+        layout, subarray, p_alt, p_az = _sim_layout(p["layout"])
+        setups = {}
+        if p["level"] == "dl1":
+            from .config import config_from_data
+            from .stages.r1_to_dl1 import prepare_camera
+            cfg = config_from_data(p["config"], "run config").r1_to_dl1
+            setups = {t: prepare_camera(subarray, t, cfg) for t in subarray.tel_types()}
+        _SIM_CONTEXT.clear()   # one run at a time per worker
+        _SIM_CONTEXT[params_json] = (subarray, p_alt, p_az, setups)
+    return _SIM_CONTEXT[params_json]
+
+
+def run_sim_task(task: SimTask) -> dict:
+    """Simulate one block of showers into the staging directory.
+
+    Its random numbers come from ``SeedSequence([seed, block])``, so a block is the same
+    whoever runs it; shower numbers and event ids continue those of earlier blocks.
+    Telescope events go to ``<level>/tel_type=<type>/<name>.parquet`` (temporary name,
+    renamed when complete); showers, trigger rows (and muon truth) to ``tasks/<name>/``.
+    """
+    import os
+    from dataclasses import fields, replace
+
+    from .io.parquet import TableWriter
+    from .provenance import sha256
+    from .sim import camera as C
+    from .sim.events import ToySimulation
+    from .sim.showers import PARTICLE_IDS, generate
+    from .stages.r1_to_dl1 import r1_to_dl1 as stage
+
+    p = json.loads(task.params)
+    prov = json.loads(task.provenance)
+    subarray, p_alt, p_az, setups = _sim_context(task.params)
+    staging = Path(task.staging)
+    own = staging / "tasks" / task.name
+    own.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(np.random.SeedSequence([int(p["seed"]), int(task.block)]))
+    kw = dict(energy_range=tuple(p["energy_range"]), spectral_index=p["spectral_index"],
+              viewcone_deg=p["viewcone_deg"], offset_deg=p["offset_deg"], reuse=p["reuse"],
+              pointing_alt_deg=p_alt, pointing_az_deg=p_az)
+    det = dict(obs_id=p["obs_id"], obs_height_m=p["obs_height_m"], pointing_alt_deg=p_alt, pointing_az_deg=p_az)
+    particle = p["particle"]
+    if particle == "muon":
+        from .sim.muons import SIM_MUON, MuonSimulation, generate_muons
+        showers = generate_muons(rng, subarray, task.n, obs_height_m=p["obs_height_m"], **kw)
+    else:
+        showers = generate(rng, particle, task.n, scatter_radius_m=p["scatter_radius_m"], **kw)
+    # continue the numbering of the earlier blocks (sim_telarray: event id = shower × 100 + use)
+    names = {f.name for f in fields(showers)}
+    showers = replace(showers, shower_num=showers.shower_num + task.first,
+                      event_id=showers.event_id + 100 * task.first) if {"shower_num", "event_id"} <= names else showers
+    if particle == "muon":
+        sim = MuonSimulation(rng, subarray, showers, **det)
+    else:
+        comps = C.emission_components(rng, particle, task.n)
+        comps = tuple(np.repeat(a, p["reuse"], axis=0) for a in comps)   # reuse keeps the shower's structure
+        sim = ToySimulation(rng, subarray, showers, comps, particle, **det)
+    level = p["level"]
+    writers, tmp_of = {}, {}
+    n_tel_in = 0
+    try:
+        for tel_type, batch in sim.run():
+            n_tel_in += batch.num_rows
+            if tel_type not in writers:
+                out = staging / level / f"tel_type={tel_type}" / f"{task.name}.parquet"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                tmp_of[tel_type] = (out.with_name(f".{out.name}.tmp-{os.getpid()}"), out)
+                writers[tel_type] = TableWriter(
+                    tmp_of[tel_type][0], S.DL1_EVENTS if level == "dl1" else S.R1_EVENTS, prov,
+                    min_row_group_bytes=CARRY_ROW_GROUP_BYTES if level == "dl1" else 0)
+            writers[tel_type].write(stage(batch, setups[tel_type]) if level == "dl1" else batch)
+        for w in writers.values():
+            w.close()
+        for tmp, out in tmp_of.values():
+            os.replace(tmp, out)
+    except BaseException:
+        for tmp, _ in tmp_of.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    n = len(showers)
+    nan = np.full(n, np.nan)
+    obs_id = p["obs_id"]
+    sh = pa.table({
+        S.OBS_ID: np.full(n, obs_id, np.int32), S.EVENT_ID: showers.event_id.astype(np.int64),
+        "shower_num": showers.shower_num.astype(np.int32), S.TRUE_ENERGY: showers.energy_tev,
+        S.TRUE_ALT: showers.alt_deg, S.TRUE_AZ: showers.az_deg, S.TRUE_CORE_X: showers.core_x_m,
+        S.TRUE_CORE_Y: showers.core_y_m,
+        "true_h_first_int_m": nan if particle == "muon" else showers.h_first_int_m,
+        S.TRUE_X_MAX: nan if particle == "muon" else showers.x_max_g_cm2,
+        "true_starting_grammage_g_cm2": np.zeros(n),
+        "true_shower_primary_id": np.full(n, PARTICLE_IDS[particle], np.int32),
+        S.PARTICLE: pa.array([particle] * n, pa.string()), S.TRIGGERED: sim.triggered})
+    write_table(S.validate(sh, S.SIM_SHOWER), own / "showers.parquet", S.SIM_SHOWER, prov)
+    if particle == "muon":
+        write_table(sim.truth_table(int(obs_id)), own / "muons.parquet", SIM_MUON, prov)
+    ev = np.asarray(sim.trigger_rows[S.EVENT_ID], np.int64)   # in event order
+    tels = sim.trigger_rows["tels_with_trigger"]
+    tr = pa.table({
+        S.OBS_ID: np.full(len(ev), obs_id, np.int32), S.EVENT_ID: ev,
+        # a fixed, fake clock: 1 ms between simulated events
+        "time_unix_ns": (1_767_225_600 * 10**9 + ev * 10**6).astype(np.int64),
+        "event_type": pa.array(["subarray"] * len(ev), pa.string()),
+        "tels_with_trigger": pa.array(tels, pa.list_(pa.int16())),
+        "n_trigger_tels": np.array([len(t) for t in tels], np.int16),
+        S.POINTING_ALT: np.full(len(ev), p_alt), S.POINTING_AZ: np.full(len(ev), p_az)})
+    write_table(S.validate(tr, S.R1_TRIGGER), own / "trigger.parquet", S.R1_TRIGGER, prov)
+    record = {"task": task.name, "showers": n, "array_events": len(ev), "candidates": int(sim.n_candidates),
+              "telescope_events_in": n_tel_in, "rows_in": n,
+              "parts": {t: {"file": str(out.relative_to(staging)), "rows": writers[t].rows, "sha256": sha256(out),
+                            "bytes": out.stat().st_size} for t, (_, out) in tmp_of.items()}}
+    _write_json_atomic(staging / "tasks" / f"{task.name}.json", record)
+    return record
+
+
+def _verified_sim(staging: Path, name: str, muon: bool) -> dict | None:
+    from .provenance import sha256
+    try:
+        rec = json.loads((staging / "tasks" / f"{name}.json").read_text())
+        for part in rec["parts"].values():
+            f = staging / part["file"]
+            if not (f.is_file() and f.stat().st_size == part["bytes"] and sha256(f) == part["sha256"]):
+                return None
+        own = staging / "tasks" / name
+        need = ["showers", "trigger"] + (["muons"] if muon else [])
+        return rec if all((own / f"{t}.parquet").is_file() for t in need) else None
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def simulate(particle, n_showers, output, *, layout=None, energy_range=None, spectral_index=-2.0,
              viewcone_deg=0.0, offset_deg=0.0, scatter_radius_m=1000.0, reuse=10, seed=0, obs_id=1,
-             level="r1", config=None, overwrite=False, progress=None) -> RunSummary:
+             level="r1", config=None, overwrite=False, progress=None, workers: int | None = 1,
+             scheduler: str | None = None, task_showers: int = SIM_TASK_SHOWERS) -> RunSummary:
     """Toy Monte Carlo (:mod:`dvp.sim`) into an R1 or DL1 product directory.
 
     ``level="r1"`` writes what simtel-to-r1 writes; ``level="dl1"`` runs the R1 → DL1
@@ -1168,12 +1308,18 @@ def simulate(particle, n_showers, output, *, layout=None, energy_range=None, spe
     simulation/showers.parquet, triggered or not; muons also get simulation/muons.parquet
     (:mod:`dvp.sim.muons`, the true ring parameters). ``energy_range`` defaults to
     0.03-10 TeV (muons: 0.01-0.1 TeV); for muons ``scatter_radius_m`` is unused (impacts
-    lie within 1.2 mirror radii of the telescope hit). The same arguments and ``seed``
-    give bit-identical tables.
+    lie within 1.2 mirror radii of the telescope hit).
+
+    The showers are simulated in blocks of ``task_showers`` (one task each, random numbers
+    from ``SeedSequence([seed, block])``) on ``workers`` local processes or a Dask
+    ``scheduler``: the same arguments and ``seed`` give bit-identical tables whichever
+    executor runs them. The run is built in a staging directory that a re-run resumes,
+    and the per-shower tables are streamed, so memory is bounded by a block.
     """
-    from .sim import camera as C
-    from .sim.events import ToySimulation
-    from .sim.showers import PARTICLE_IDS, generate
+    import shutil
+
+    from .executor import run_tasks
+    from .io.parquet import TableWriter
 
     if energy_range is None:
         energy_range = DEFAULT_ENERGY_RANGE_TEV.get(particle, SHOWER_ENERGY_RANGE_TEV)
@@ -1181,109 +1327,155 @@ def simulate(particle, n_showers, output, *, layout=None, energy_range=None, spe
                       scatter_radius_m, reuse, level)
     if isinstance(obs_id, bool) or not isinstance(obs_id, (int, np.integer)) or not 0 <= int(obs_id) < 2**31:
         raise DvpError(f"--obs-id must be an integer in [0, 2^31), got {obs_id!r}")
+    if int(task_showers) < 1:
+        raise DvpError(f"task_showers must be positive, got {task_showers}")
     layout, subarray, p_alt, p_az = _sim_layout(layout)
     obs_height = float(subarray.reference_location["height_m"])
-    setups = {}
     if level == "dl1":
         from .config import Config
         from .stages.r1_to_dl1 import prepare_camera
-        from .stages.r1_to_dl1 import r1_to_dl1 as stage
 
         config = config or Config()
         for tel_type in subarray.tel_types():   # config errors before any work or output
-            setups[tel_type] = prepare_camera(subarray, tel_type, config.r1_to_dl1)
+            prepare_camera(subarray, tel_type, config.r1_to_dl1)
     t0 = time.perf_counter()
     run_config = {"particle": particle, "n_showers": int(n_showers), "energy_range_tev": list(map(float, energy_range)),
                   "spectral_index": float(spectral_index), "viewcone_deg": float(viewcone_deg),
                   "offset_deg": float(offset_deg), "scatter_radius_m": float(scatter_radius_m), "reuse": int(reuse),
-                  "seed": int(seed), "obs_id": int(obs_id), "level": level}
+                  "seed": int(seed), "obs_id": int(obs_id), "level": level, "task_showers": int(task_showers)}
     if level == "dl1":
         run_config["config"] = config.to_dict()
     summary = RunSummary(output=Path(output), n_inputs=1)
     prov = start_record("simulate", [layout], run_config)
-    rng = np.random.default_rng(seed)
-    kw = dict(energy_range=tuple(map(float, energy_range)), spectral_index=float(spectral_index),
-              viewcone_deg=float(viewcone_deg), offset_deg=float(offset_deg), reuse=int(reuse),
-              pointing_alt_deg=p_alt, pointing_az_deg=p_az)
-    det = dict(obs_id=int(obs_id), obs_height_m=obs_height, pointing_alt_deg=p_alt, pointing_az_deg=p_az)
+    params = {"particle": particle, "energy_range": list(map(float, energy_range)),
+              "spectral_index": float(spectral_index), "viewcone_deg": float(viewcone_deg),
+              "offset_deg": float(offset_deg), "scatter_radius_m": float(scatter_radius_m), "reuse": int(reuse),
+              "seed": int(seed), "obs_id": int(obs_id), "level": level, "layout": str(layout.resolve()),
+              "obs_height_m": obs_height, "config": config.to_dict() if level == "dl1" else None}
+    params_json = json.dumps(params, sort_keys=True)
+    staging = _prepare_staging(output, _fingerprint("simulate", prov["inputs"], params_json, int(n_showers),
+                                                    int(task_showers)), overwrite, summary)
+    prov_json = json.dumps(prov, default=str)
+    tasks, done = [], {}
+    for k, first in enumerate(range(0, int(n_showers), int(task_showers))):
+        t = SimTask(f"part-{k:06d}", k, first, min(int(task_showers), int(n_showers) - first), str(staging),
+                    params_json, prov_json)
+        rec = _verified_sim(staging, t.name, particle == "muon")
+        if rec:
+            done[t.name] = rec
+        else:
+            tasks.append(t)
+    summary.n_tasks, summary.n_resumed = len(tasks) + len(done), len(done)
+    if progress:
+        progress(0, int(n_showers))
+        progress(sum(r["showers"] for r in done.values()) // max(int(reuse), 1))
+    failures = []
+    for i, rec, err in run_tasks(run_sim_task, tasks, workers=workers, scheduler=scheduler):
+        if err is not None:
+            if isinstance(err, (KeyboardInterrupt, SystemExit)):
+                raise err
+            failures.append((tasks[i], err))
+            continue
+        done[rec["task"]] = rec
+        if progress:
+            progress(rec["showers"] // max(int(reuse), 1))
+    if failures:
+        first = failures[0][1]
+        if not done:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise first if isinstance(first, DvpError) else DvpError(f"simulate: {type(first).__name__}: {first}")
+    recs = [done[n] for n in sorted(done)]
+    subarray.write(staging, lambda t, p, n: write_table(t, p, n, prov))
     if particle == "muon":
-        from .sim.muons import MAX_IMPACT_FACTOR, SIM_MUON, MuonSimulation, generate_muons
-
-        showers = generate_muons(rng, subarray, int(n_showers), obs_height_m=obs_height, **kw)
-        sim = MuonSimulation(rng, subarray, showers, **det)
+        from .sim.muons import MAX_IMPACT_FACTOR, SIM_MUON
         max_scatter = MAX_IMPACT_FACTOR * float(np.sqrt(max(o.mirror_area_m2 for o in subarray.optics.values()) / np.pi))
     else:
-        showers = generate(rng, particle, int(n_showers), scatter_radius_m=float(scatter_radius_m), **kw)
-        comps = C.emission_components(rng, particle, int(n_showers))
-        comps = tuple(np.repeat(a, int(reuse), axis=0) for a in comps)   # reuse keeps the shower's structure
-        sim = ToySimulation(rng, subarray, showers, comps, particle, **det)
         max_scatter = float(scatter_radius_m)
-    with ProductWriter(output, overwrite=overwrite) as pw:
-        if level == "dl1":
-            out = PartitionedWriter(pw.path("dl1"), S.DL1_EVENTS, provenance=prov,
-                                    min_row_group_bytes=CARRY_ROW_GROUP_BYTES)
-        else:
-            out = PartitionedWriter(pw.path("r1"), S.R1_EVENTS, provenance=prov)
-        n_tel_in = 0
-        try:
-            for tel_type, batch in sim.run():
-                n_tel_in += batch.num_rows
-                out.write(tel_type, stage(batch, setups[tel_type]) if level == "dl1" else batch)
-                if progress:
-                    progress(batch.num_rows)
-        finally:
-            out.close()
-        subarray.write(pw.tmp, lambda t, p, n: write_table(t, p, n, prov))
-        run = {S.OBS_ID: int(obs_id), "run_header_index": 0, "input_file": f"dvp simulate (layout {layout.name})",
-               "n_showers": int(n_showers), "shower_reuse": int(reuse),
-               "energy_min_tev": float(energy_range[0]), "energy_max_tev": float(energy_range[1]),
-               "spectral_index": float(spectral_index), "min_alt_deg": p_alt, "max_alt_deg": p_alt,
-               "min_az_deg": p_az, "max_az_deg": p_az, "diffuse": bool(viewcone_deg > 0),
-               "min_viewcone_deg": 0.0, "max_viewcone_deg": float(viewcone_deg),
-               "min_scatter_m": 0.0, "max_scatter_m": max_scatter, "core_pos_mode": 0,
-               "obs_height_m": obs_height, "atmosphere": -1, "b_total_ut": np.nan, "b_inclination_deg": np.nan,
-               "b_declination_deg": np.nan, "pointing_alt_deg": p_alt, "pointing_az_deg": p_az,
-               "corsika_version": 0, "simtel_version": 0}
-        write_table(S.validate(pa.Table.from_pylist([run]), S.SIM_RUN), pw.path("simulation", "runs.parquet"),
-                    S.SIM_RUN, prov)
-        n = len(showers)
-        nan = np.full(n, np.nan)
-        sh = pa.table({
-            S.OBS_ID: np.full(n, obs_id, np.int32), S.EVENT_ID: showers.event_id.astype(np.int64),
-            "shower_num": showers.shower_num.astype(np.int32), S.TRUE_ENERGY: showers.energy_tev,
-            S.TRUE_ALT: showers.alt_deg, S.TRUE_AZ: showers.az_deg, S.TRUE_CORE_X: showers.core_x_m,
-            S.TRUE_CORE_Y: showers.core_y_m,
-            "true_h_first_int_m": nan if particle == "muon" else showers.h_first_int_m,
-            S.TRUE_X_MAX: nan if particle == "muon" else showers.x_max_g_cm2,
-            "true_starting_grammage_g_cm2": np.zeros(n),
-            "true_shower_primary_id": np.full(n, PARTICLE_IDS[particle], np.int32),
-            S.PARTICLE: pa.array([particle] * n, pa.string()), S.TRIGGERED: sim.triggered})
-        write_table(S.validate(sh, S.SIM_SHOWER), pw.path("simulation", "showers.parquet"), S.SIM_SHOWER, prov)
-        write_table(_shower_distribution(showers, int(obs_id), max_scatter, energy_range),
-                    pw.path("simulation", "shower_distribution.parquet"), S.SIM_SHOWER_DISTRIBUTION, prov)
-        if particle == "muon":
-            write_table(sim.truth_table(int(obs_id)), pw.path("simulation", "muons.parquet"), SIM_MUON, prov)
-        ev = np.asarray(sim.trigger_rows[S.EVENT_ID], np.int64)   # in event order
-        tels = sim.trigger_rows["tels_with_trigger"]
-        tr = pa.table({
-            S.OBS_ID: np.full(len(ev), obs_id, np.int32), S.EVENT_ID: ev,
-            # a fixed, fake clock: 1 ms between simulated events
-            "time_unix_ns": (1_767_225_600 * 10**9 + ev * 10**6).astype(np.int64),
-            "event_type": pa.array(["subarray"] * len(ev), pa.string()),
-            "tels_with_trigger": pa.array(tels, pa.list_(pa.int16())),
-            "n_trigger_tels": np.array([len(t) for t in tels], np.int16),
-            S.POINTING_ALT: np.full(len(ev), p_alt), S.POINTING_AZ: np.full(len(ev), p_az)})
-        write_table(S.validate(tr, S.R1_TRIGGER), pw.path("trigger", "part-00000.parquet"), S.R1_TRIGGER, prov)
-        summary.n_tel_events = dict(out.rows)
-        summary.n_array_events = len(ev)
-        summary.n_showers = n
-        summary.seconds = time.perf_counter() - t0
-        counts = {"array_events_out": summary.n_array_events, "showers_out": summary.n_showers,
-                  "telescope_events_out": summary.n_tel_events, "telescope_candidates": int(sim.n_candidates)}
-        if level == "dl1":
-            counts["telescope_events_in"] = n_tel_in
-        record = dict(prov, stop=now(), seconds=round(summary.seconds, 3), warnings=summary.warnings,
-                      counts=counts, levels=["instrument", "simulation", level])
-        pw.path("provenance.json").write_text(json.dumps(record, indent=1, default=str))
-        pw.commit()
+    run = {S.OBS_ID: int(obs_id), "run_header_index": 0, "input_file": f"dvp simulate (layout {layout.name})",
+           "n_showers": int(n_showers), "shower_reuse": int(reuse),
+           "energy_min_tev": float(energy_range[0]), "energy_max_tev": float(energy_range[1]),
+           "spectral_index": float(spectral_index), "min_alt_deg": p_alt, "max_alt_deg": p_alt,
+           "min_az_deg": p_az, "max_az_deg": p_az, "diffuse": bool(viewcone_deg > 0),
+           "min_viewcone_deg": 0.0, "max_viewcone_deg": float(viewcone_deg),
+           "min_scatter_m": 0.0, "max_scatter_m": max_scatter, "core_pos_mode": 0,
+           "obs_height_m": obs_height, "atmosphere": -1, "b_total_ut": np.nan, "b_inclination_deg": np.nan,
+           "b_declination_deg": np.nan, "pointing_alt_deg": p_alt, "pointing_az_deg": p_az,
+           "corsika_version": 0, "simtel_version": 0}
+    write_table(S.validate(pa.Table.from_pylist([run]), S.SIM_RUN), staging / "simulation" / "runs.parquet",
+                S.SIM_RUN, prov)
+    # the per-shower tables are streamed block by block (memory bounded by a block)
+    hist = _DistributionAccumulator(energy_range, max_scatter, subarray, particle == "muon")
+    n_showers_out = n_events = 0
+    for rel, name, schema_name in (("simulation/showers.parquet", "showers", S.SIM_SHOWER),
+                                   ("trigger/part-00000.parquet", "trigger", S.R1_TRIGGER),
+                                   ("simulation/muons.parquet", "muons", None)):
+        if name == "muons" and particle != "muon":
+            continue
+        if schema_name is None:
+            schema_name = SIM_MUON
+        w = TableWriter(staging / rel, schema_name, prov, min_row_group_bytes=CARRY_ROW_GROUP_BYTES)
+        for r in recs:
+            t = pq.read_table(staging / "tasks" / r["task"] / f"{name}.parquet")
+            w.write(t)
+            if name == "showers":
+                hist.add(t)
+        w.close()
+        if name == "showers":
+            n_showers_out = w.rows
+        elif name == "trigger":
+            n_events = w.rows
+    write_table(hist.table(int(obs_id)), staging / "simulation" / "shower_distribution.parquet",
+                S.SIM_SHOWER_DISTRIBUTION, prov)
+    counts_t: dict = {}
+    for r in recs:
+        for t, part in r["parts"].items():
+            counts_t[t] = counts_t.get(t, 0) + part["rows"]
+    summary.n_tel_events = counts_t
+    summary.n_array_events = n_events
+    summary.n_showers = n_showers_out
+    summary.seconds = time.perf_counter() - t0
+    counts = {"array_events_out": n_events, "showers_out": n_showers_out, "telescope_events_out": counts_t,
+              "telescope_candidates": sum(r["candidates"] for r in recs)}
+    if level == "dl1":
+        counts["telescope_events_in"] = sum(r["telescope_events_in"] for r in recs)
+    record = dict(prov, stop=now(), seconds=round(summary.seconds, 3), warnings=summary.warnings,
+                  counts=counts, tasks=[{"task": r["task"], "parts": r["parts"]} for r in recs],
+                  executor={"workers": workers, "scheduler": scheduler},
+                  levels=["instrument", "simulation", level])
+    (staging / "provenance.json").write_text(json.dumps(record, indent=1, default=str))
+    _commit_staging(staging, output)
     return summary
+
+
+class _DistributionAccumulator:
+    """sim_telarray's histogram 6 for a toy run, filled block by block: every shower use
+    in core distance (ground plane, 100 bins from 0 to the scatter radius; for muons, to
+    the farthest telescope plus the impact range) × log10 energy (10 bins per decade over
+    the simulated range), so effective areas can use the same code path as for
+    sim_telarray files."""
+
+    def __init__(self, energy_range, max_scatter_m, subarray, muon: bool):
+        lo, hi = np.log10(float(energy_range[0])), np.log10(float(energy_range[1]))
+        self.e_edges = np.linspace(lo, hi, max(1, int(np.ceil((hi - lo) * 10))) + 1)
+        r_max = float(max_scatter_m)
+        if muon:
+            pos = subarray.positions()
+            r_max += float(np.hypot(pos[:, 0], pos[:, 1]).max())
+        self.r_edges = np.linspace(0.0, r_max, 101)
+        self.h = np.zeros((100, len(self.e_edges) - 1))
+        self.n = 0
+
+    def add(self, showers: pa.Table) -> None:
+        r = np.hypot(showers.column(S.TRUE_CORE_X).to_numpy(), showers.column(S.TRUE_CORE_Y).to_numpy())
+        # a core on the outer edge belongs to the last bin, not outside it
+        r = np.minimum(r, np.nextafter(self.r_edges[-1], 0.0))
+        h, _, _ = np.histogram2d(r, np.log10(showers.column(S.TRUE_ENERGY).to_numpy()),
+                                 bins=(self.r_edges, self.e_edges))
+        self.h += h
+        self.n += showers.num_rows
+
+    def table(self, obs_id: int) -> pa.Table:
+        return S.validate(pa.Table.from_pylist([{
+            S.OBS_ID: obs_id, "hist_id": 6, "n_entries": int(self.n), "bins_core_dist_m": self.r_edges.tolist(),
+            "bins_energy_tev": (10 ** self.e_edges).tolist(), "histogram": self.h.ravel().tolist()}]),
+            S.SIM_SHOWER_DISTRIBUTION)
