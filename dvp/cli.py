@@ -222,6 +222,8 @@ def train(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML or YAML config with an [ml] section (features, derived features, LightGBM parameters, folds, seed)"),
     set_: List[str] = typer.Option([], "--set", help="Override one config value, e.g. --set ml.lightgbm.num_leaves=31 (repeatable)"),
     overwrite: bool = typer.Option(False, help="Replace OUTPUT if it exists (only once the new one is complete)"),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Processes running the cross-validation folds and the final fit (default: all cores); the trees do not depend on it"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Run the fits on a Dask cluster (address, or 'local')"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary"),
 ):
     """Train one LightGBM model per telescope type for energy or gamma/hadron separation.
@@ -238,7 +240,8 @@ def train(
 
     cfg = load_config(config, set_)
     summary, console = _with_progress(f"train {kind}", quiet, lambda advance: run(
-        kind, signal, background, output, cfg, overwrite=overwrite, progress=advance), unit="trainings")
+        kind, signal, background, output, cfg, overwrite=overwrite, progress=advance, workers=workers,
+        scheduler=scheduler), unit="trainings")
     if quiet:
         return
     console.print(f"wrote {summary.output} in {summary.seconds:.1f} s")

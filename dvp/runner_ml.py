@@ -43,7 +43,7 @@ def _training_rows(spec, products, tel_type, extra, role):
 
 
 def train(kind, signal, background=(), output=None, config=None, *, overwrite=False, progress=None,
-          command="train") -> TrainSummary:
+          command="train", workers: int | None = 1, scheduler: str | None = None) -> TrainSummary:
     """Train one LightGBM model per telescope type and write a model set to ``output``.
 
     ``kind`` "energy": regression of log10(true energy) on the ``signal`` products;
@@ -108,9 +108,7 @@ def train(kind, signal, background=(), output=None, config=None, *, overwrite=Fa
         base = progress
         res = fit(kind, X[usable], y[usable], cols[S.OBS_ID][usable], cols[S.EVENT_ID][usable], ml,
                   log10_intensity=np.log10(cols[S.HILLAS_INTENSITY][usable]), feature_names=spec.features,
-                  progress=(lambda k: base(1)) if base else None)
-        if progress:
-            progress(1)
+                  progress=(lambda k: base(1)) if base else None, workers=workers, scheduler=scheduler)
         boosters[tel_type] = res.booster
         particles = {}
         for role in (1, 0):

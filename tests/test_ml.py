@@ -301,3 +301,19 @@ def test_mismatched_features_fail_cleanly(trained, ml_products, tmp_path):
     assert code == 1 and "not a dvp model set" in msg
     code, msg = _run("train", "particle", "--signal", g, "-o", tmp_path / "m")
     assert code == 1 and "--background" in msg
+
+
+def test_folds_in_parallel_give_the_same_models():
+    """The K + 1 fits run as tasks: two worker processes give the same trees and
+    out-of-fold predictions as one process."""
+    rng = np.random.default_rng(4)
+    n = 2000
+    obs, ev = np.ones(n, np.int64), rng.integers(0, 500, n)
+    X = rng.normal(size=(n, 4)).astype(np.float32)
+    y = X[:, 0] - X[:, 1] ** 2 + 0.1 * rng.normal(size=n)
+    ml = load_config(None, ["ml.max_rounds=40"]).ml
+    a = M.fit("energy", X, y, obs, ev, ml, log10_intensity=np.zeros(n), workers=1)
+    b = M.fit("energy", X, y, obs, ev, ml, log10_intensity=np.zeros(n), workers=2)
+    assert a.booster.model_to_string() == b.booster.model_to_string()
+    np.testing.assert_array_equal(a.oof, b.oof)
+    assert a.info["cv"] == b.info["cv"]

@@ -75,8 +75,33 @@ def _train_one(lgb, params, X, y, w, train, valid, max_rounds, esr, names="auto"
                      callbacks=[lgb.early_stopping(esr, verbose=False)])
 
 
+@dataclass(frozen=True)
+class _FitTask:
+    """One LightGBM fit: fold ``k`` of the cross-validation (``test`` rows predicted), or
+    the final model (``k = -1``)."""
+
+    k: int
+    params: dict
+    X: np.ndarray
+    y: np.ndarray
+    w: np.ndarray
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray | None
+    max_rounds: int
+    esr: int
+    names: object
+
+
+def _run_fit_task(t: _FitTask):
+    """``(booster, predictions of the test rows or None)``; runs in a worker process."""
+    b = _train_one(_lgb(), t.params, t.X, t.y, t.w, t.train, t.valid, t.max_rounds, t.esr, t.names)
+    pred = b.predict(t.X[t.test], num_iteration=b.best_iteration) if t.test is not None else None
+    return b, pred
+
+
 def fit(kind: str, X: np.ndarray, y: np.ndarray, obs_id, event_id, ml, *, log10_intensity=None,
-        feature_names=None, progress=None) -> FitResult:
+        feature_names=None, progress=None, workers: int | None = 1, scheduler: str | None = None) -> FitResult:
     """Cross-validate and train one model.
 
     Parameters
@@ -91,6 +116,9 @@ def fit(kind: str, X: np.ndarray, y: np.ndarray, obs_id, event_id, ml, *, log10_
         Folds, seed, rounds, early stopping and LightGBM parameters.
     log10_intensity : ndarray, shape (n,), optional
         For energy models: bins of the per-telescope error table.
+    workers, scheduler
+        Where the K + 1 fits run (:func:`dvp.executor.run_tasks`); the trees do not
+        depend on it.
 
     Returns
     -------
@@ -99,29 +127,39 @@ def fit(kind: str, X: np.ndarray, y: np.ndarray, obs_id, event_id, ml, *, log10_
         and ``info``: per-fold scores, their mean and standard deviation, best
         iterations, the error table (energy).
     """
-    lgb = _lgb()
     n = len(y)
     if n < 2 * ml.n_folds:
         raise DvpError(f"only {n} usable telescope events: too few to train with {ml.n_folds} folds")
+    from ..executor import run_tasks
     params = lightgbm_params(kind, ml)
     names = list(feature_names) if feature_names is not None else "auto"
     w = class_weights(y) if kind == "particle" else np.ones(n)
     folds = group_folds(obs_id, event_id, ml.n_folds, ml.seed)
     hold = group_validation(obs_id, event_id, ml.validation_fraction, ml.seed)
-    oof = np.full(n, np.nan)
-    scores, iters = [], []
+    # the K cross-validation fits and the final fit are independent: tasks (any executor
+    # gives the same trees: LightGBM runs with deterministic=true)
+    tasks = []
     for k in range(ml.n_folds):
         test = folds == k
-        if not test.any() or test.all():
-            continue
-        b = _train_one(lgb, params, X, y, w, ~test & ~hold, ~test & hold, ml.max_rounds, ml.early_stopping_rounds,
-                       names)
-        oof[test] = b.predict(X[test], num_iteration=b.best_iteration)
-        iters.append(int(b.best_iteration or ml.max_rounds))
-        scores.append(_scores(kind, oof[test], y[test]))
+        if test.any() and not test.all():
+            tasks.append(_FitTask(k, params, X, y, w, ~test & ~hold, ~test & hold, test, ml.max_rounds,
+                                  ml.early_stopping_rounds, names))
+    tasks.append(_FitTask(-1, params, X, y, w, ~hold, hold, None, ml.max_rounds, ml.early_stopping_rounds, names))
+    results = {}
+    for i, res, err in run_tasks(_run_fit_task, tasks, workers=workers, scheduler=scheduler):
+        if err is not None:
+            raise err if isinstance(err, DvpError) else DvpError(f"LightGBM training failed: {type(err).__name__}: {err}")
+        results[tasks[i].k] = res
         if progress:
-            progress(k + 1)
-    booster = _train_one(lgb, params, X, y, w, ~hold, hold, ml.max_rounds, ml.early_stopping_rounds, names)
+            progress(len(results))
+    oof = np.full(n, np.nan)
+    scores, iters = [], []
+    for t in tasks[:-1]:
+        b, pred = results[t.k]
+        oof[t.test] = pred
+        iters.append(int(b.best_iteration or ml.max_rounds))
+        scores.append(_scores(kind, pred, y[t.test]))
+    booster = results[-1][0]
     info = {
         "n_train": int((~hold).sum()), "n_early_stopping": int(hold.sum()), "n_events": int(n),
         "best_iteration": int(booster.best_iteration or ml.max_rounds),
