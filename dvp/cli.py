@@ -200,7 +200,8 @@ def dl1_to_dl2(
     quality query (intensity > 50 p.e., width > 0, > 3 pixels) give direction, core,
     h_max and per-telescope impact distances. Writes dl2/ (one row per array event, true
     shower values for simulations) and dl2_telescopes/ (one row per telescope event), and
-    carries instrument/, simulation/ and trigger/ over.
+    carries instrument/, simulation/, trigger/ and the DL1 parameters (dl1/, no images:
+    the features of dvp train / apply-models) over.
     """
     from .config import load_config
     from .runner import dl1_to_dl2 as run
