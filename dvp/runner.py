@@ -77,6 +77,109 @@ def _concat(tables, schema_name):
     return pa.concat_tables([t.replace_schema_metadata(None) for t in tables], promote_options="none")
 
 
+# -- tasks in a staging directory (simtel-to-r1, r1-to-dl1, simulate) -----------------
+
+class _StagedParts:
+    """The part files one task writes, one per telescope type:
+    ``<staging>/<level>/tel_type=<type>/<name>.parquet``. Each is written under a
+    temporary name and renamed only by :meth:`commit`, which returns their rows, size and
+    sha256: what the task record holds and a resumed run verifies (:func:`_verified`)."""
+
+    def __init__(self, staging: Path, level: str, name: str, schema_name: str, provenance: dict,
+                 min_row_group_bytes: int):
+        self.staging, self.level, self.name = staging, level, name
+        self.schema_name, self.provenance, self.min_row_group_bytes = schema_name, provenance, min_row_group_bytes
+        self._writers: dict = {}
+        self._paths: dict = {}
+
+    def open(self, tel_type: str):
+        """The writer of ``tel_type`` (created on first use; a part never written to is an
+        empty table)."""
+        import os
+
+        from .io.parquet import TableWriter
+        if tel_type not in self._writers:
+            out = self.staging / self.level / f"tel_type={tel_type}" / f"{self.name}.parquet"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+            self._paths[tel_type] = (tmp, out)
+            self._writers[tel_type] = TableWriter(tmp, self.schema_name, self.provenance,
+                                                  min_row_group_bytes=self.min_row_group_bytes)
+        return self._writers[tel_type]
+
+    def write(self, tel_type: str, table: pa.Table) -> None:
+        self.open(tel_type).write(table)
+
+    def commit(self) -> dict:
+        """Close and rename every part; ``{tel_type: {file, rows, bytes, sha256}}``."""
+        import os
+
+        from .provenance import sha256
+        for w in self._writers.values():
+            w.close()
+        parts = {}
+        for tel_type, (tmp, out) in self._paths.items():
+            os.replace(tmp, out)
+            parts[tel_type] = {"file": str(out.relative_to(self.staging)), "rows": self._writers[tel_type].rows,
+                               "bytes": out.stat().st_size, "sha256": sha256(out)}
+        return parts
+
+    def abort(self) -> None:
+        for tmp, _ in self._paths.values():
+            tmp.unlink(missing_ok=True)
+
+
+def _verified(staging: Path, name: str, tables=()) -> dict | None:
+    """The record of a task completed by an earlier (interrupted) run if its part files
+    are intact (size and sha256) and its small ``tables`` exist in ``tasks/<name>/``;
+    None otherwise (the task is redone)."""
+    from .provenance import sha256
+    try:
+        rec = json.loads((staging / "tasks" / f"{name}.json").read_text())
+        for part in rec["parts"].values():
+            f = staging / part["file"]
+            if not (f.is_file() and f.stat().st_size == part["bytes"] and sha256(f) == part["sha256"]):
+                return None
+    except (OSError, ValueError, KeyError):
+        return None
+    own = staging / "tasks" / name
+    return rec if all((own / f"{t}.parquet").is_file() for t in tables) else None
+
+
+def _run_staged(fn, tasks, done: dict, *, workers, scheduler, progress=None, advance=None) -> list:
+    """Run ``tasks`` (:func:`dvp.executor.run_tasks`): each completed task's record goes
+    into ``done`` under its name and advances ``progress`` by ``advance(record)``; the
+    failed ones come back as ``[(task, error), ...]`` (the others still run)."""
+    from .executor import run_tasks
+    failures = []
+    for i, rec, err in run_tasks(fn, tasks, workers=workers, scheduler=scheduler):
+        if err is not None:
+            failures.append((tasks[i], err))
+            log.info("task %s failed: %s", tasks[i].name, err)
+            continue
+        done[rec["task"]] = rec
+        log.debug("task %s done", rec["task"])
+        if progress:
+            progress(advance(rec))
+    return failures
+
+
+def _part_rows(records) -> dict:
+    """Telescope events written per telescope type by the tasks of ``records``."""
+    counts: dict = {}
+    for r in records:
+        for tel_type, part in r["parts"].items():
+            counts[tel_type] = counts.get(tel_type, 0) + part["rows"]
+    return counts
+
+
+def _discard_if_empty(staging: Path, done) -> None:
+    """After failures: a staging directory with no completed task has nothing to resume."""
+    import shutil
+    if not done:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 @dataclass(frozen=True)
 class SimtelTask:
     """One simtel-to-r1 work unit: one sim_telarray file."""
@@ -94,34 +197,22 @@ def run_simtel_task(task: SimtelTask) -> dict:
     """Convert one sim_telarray file: ``r1/tel_type=<type>/<name>.parquet`` in the staging
     directory (written under a temporary name, renamed when complete) and the file's
     small tables and instrument in ``tasks/<name>/``, then a checksummed task record."""
-    import os
     import shutil
 
-    from .io.parquet import TableWriter
     from .io.simtel import SimtelR1Reader
-    from .provenance import sha256
 
     prov = json.loads(task.provenance)
     staging = Path(task.staging)
     own = staging / "tasks" / task.name
     shutil.rmtree(own, ignore_errors=True)     # leftovers of an interrupted attempt
     own.mkdir(parents=True)
-    writers: dict = {}
-    tmp_of: dict = {}
+    out = _StagedParts(staging, "r1", task.name, S.R1_EVENTS, prov, min_row_group_bytes=0)
     reader = SimtelR1Reader(task.path, batch_bytes=task.batch_bytes, allow_truncated=task.allow_truncated,
                             focal_length_choice=task.focal_length_choice)
     try:
         for tel_type, batch in reader.batches():
-            if tel_type not in writers:
-                out = staging / "r1" / f"tel_type={tel_type}" / f"{task.name}.parquet"
-                out.parent.mkdir(parents=True, exist_ok=True)
-                tmp_of[tel_type] = (out.with_name(f".{out.name}.tmp-{os.getpid()}"), out)
-                writers[tel_type] = TableWriter(tmp_of[tel_type][0], S.R1_EVENTS, prov, min_row_group_bytes=0)
-            writers[tel_type].write(batch)
-        for w in writers.values():
-            w.close()
-        for tel_type, (tmp, out) in tmp_of.items():
-            os.replace(tmp, out)
+            out.write(tel_type, batch)
+        parts = out.commit()
         for name, table, schema_name in (("runs", reader.run_table(), S.SIM_RUN),
                                          ("showers", reader.shower_table(), S.SIM_SHOWER),
                                          ("trigger", reader.trigger_table(), S.R1_TRIGGER),
@@ -133,13 +224,10 @@ def run_simtel_task(task: SimtelTask) -> dict:
         truncated = reader.truncated
         n_tel = reader.n_tel_events
     except BaseException:
-        for tmp, _ in tmp_of.values():
-            tmp.unlink(missing_ok=True)
+        out.abort()
         raise
     finally:
         reader.close()
-    parts = {t: {"file": str(out.relative_to(staging)), "rows": writers[t].rows, "sha256": sha256(out),
-                 "bytes": out.stat().st_size} for t, (_, out) in tmp_of.items()}
     record = {"task": task.name, "input": task.path, "instrument": fingerprint, "truncated": truncated,
               "telescope_events": n_tel, "parts": parts, "input_bytes": Path(task.path).stat().st_size,
               "rows_in": n_tel}
@@ -147,23 +235,7 @@ def run_simtel_task(task: SimtelTask) -> dict:
     return record
 
 
-def _verified_simtel(staging: Path, name: str) -> dict | None:
-    """The record of a file converted by an earlier (interrupted) run, if all its outputs
-    are intact."""
-    from .provenance import sha256
-    f = staging / "tasks" / f"{name}.json"
-    try:
-        rec = json.loads(f.read_text())
-        for part in rec["parts"].values():
-            p = staging / part["file"]
-            if not (p.is_file() and p.stat().st_size == part["bytes"] and sha256(p) == part["sha256"]):
-                return None
-        own = staging / "tasks" / name
-        if all((own / f"{t}.parquet").is_file() for t in ("runs", "showers", "trigger", "shower_distribution")):
-            return rec
-    except (OSError, ValueError, KeyError):
-        pass
-    return None
+SIMTEL_TASK_TABLES = ("runs", "showers", "trigger", "shower_distribution")
 
 
 def simtel_to_r1(inputs, output, *, overwrite=False, batch_bytes=ROW_GROUP_BYTES, allow_truncated=False,
@@ -179,9 +251,6 @@ def simtel_to_r1(inputs, output, *, overwrite=False, batch_bytes=ROW_GROUP_BYTES
     bad file fails its task only: the run then ends with a one-line error (no output) or,
     with ``skip_failed``, writes the product without it.
     """
-    import shutil
-
-    from .executor import run_tasks
     from .instrument.subarray import SubarrayDescription
     from .io.simtel import GAIN_THRESHOLD_ADC, check_simtel_file
 
@@ -201,29 +270,19 @@ def simtel_to_r1(inputs, output, *, overwrite=False, batch_bytes=ROW_GROUP_BYTES
     for k, p in enumerate(paths):
         t = SimtelTask(str(p.resolve()), f"part-{k:06d}", str(staging), int(batch_bytes), bool(allow_truncated),
                        focal_length_choice, prov_json)
-        rec = _verified_simtel(staging, t.name)
+        rec = _verified(staging, t.name, SIMTEL_TASK_TABLES)
         if rec:
             done[t.name] = rec
         else:
             tasks.append(t)
     summary.n_tasks, summary.n_resumed = len(paths), len(done)
     log.info("simtel-to-r1: %d files (%d done by an earlier run)", len(paths), len(done))
-    failures = []
-    for i, rec, err in run_tasks(run_simtel_task, tasks, workers=workers, scheduler=scheduler):
-        if err is not None:
-            if isinstance(err, (KeyboardInterrupt, SystemExit)):
-                raise err
-            failures.append((tasks[i], err))
-            log.info("%s failed: %s", tasks[i].path, err)
-            continue
-        done[rec["task"]] = rec
-        if progress:
-            progress(rec["rows_in"])
+    failures = _run_staged(run_simtel_task, tasks, done, workers=workers, scheduler=scheduler, progress=progress,
+                           advance=lambda r: r["rows_in"])
     summary.failures = [str(e) if isinstance(e, DvpError) else f"{t.path}: {type(e).__name__}: {e}"
                         for t, e in failures]
     if failures and (not skip_failed or not done):
-        if not done:
-            shutil.rmtree(staging, ignore_errors=True)   # nothing to resume
+        _discard_if_empty(staging, done)
         first = failures[0][1]
         if len(paths) == 1 and isinstance(first, DvpError):
             raise first
@@ -249,10 +308,8 @@ def simtel_to_r1(inputs, output, *, overwrite=False, batch_bytes=ROW_GROUP_BYTES
     write_table(small["shower_distribution"], staging / "simulation" / "shower_distribution.parquet",
                 S.SIM_SHOWER_DISTRIBUTION, prov)
     write_table(small["trigger"], staging / "trigger" / "part-00000.parquet", S.R1_TRIGGER, prov)
-    counts: dict = {}
+    counts = _part_rows(recs)
     for r in recs:
-        for t, part in r["parts"].items():
-            counts[t] = counts.get(t, 0) + part["rows"]
         if r["truncated"]:
             summary.warnings.append(f"{r['input']}: truncated; kept {r['telescope_events']} telescope events")
         summary.input_bytes += r["input_bytes"]
@@ -365,13 +422,14 @@ def _carried_files(products) -> list[tuple[str, str, list]]:
     return out
 
 
-def _carry(carried, pw, provenance) -> dict:
-    """Copy the carried tables into the new product batch by batch (memory bounded by a
-    row group, whatever the number of showers); returns rows written per relative path."""
+def _carry(carried, root: Path, provenance) -> dict:
+    """Copy the carried tables into the product being built in ``root``, batch by batch
+    (memory bounded by a row group, whatever the number of showers); returns rows written
+    per relative path."""
     from .io.parquet import TableWriter
     rows = {}
     for rel, schema_name, files in carried:
-        w = TableWriter(pw.path(rel), schema_name, provenance, min_row_group_bytes=CARRY_ROW_GROUP_BYTES)
+        w = TableWriter(Path(root) / rel, schema_name, provenance, min_row_group_bytes=CARRY_ROW_GROUP_BYTES)
         try:
             for f in files:
                 try:
@@ -528,23 +586,17 @@ def run_r1_to_dl1_task(task: R1ToDL1Task) -> dict:
     task record (rows, size, sha256) is written the same way: a record exists only for a
     complete, checksummed part, which is what a resumed run trusts.
     """
-    import os
-
-    from .io.parquet import TableWriter
-    from .provenance import sha256
     from .stages.r1_to_dl1 import R1_INPUT_COLUMNS
     from .stages.r1_to_dl1 import r1_to_dl1 as stage
 
     _inject_fault(task.name)
     setup = _task_setup(task.product, task.tel_type, task.config)
     staging = Path(task.staging)
-    rel = Path("dl1") / f"tel_type={task.tel_type}" / f"{task.name}.parquet"
-    out = staging / rel
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     path = Path(task.file)
     n_in = 0
-    writer = TableWriter(tmp, S.DL1_EVENTS, json.loads(task.provenance), min_row_group_bytes=CARRY_ROW_GROUP_BYTES)
+    out = _StagedParts(staging, "dl1", task.name, S.DL1_EVENTS, json.loads(task.provenance),
+                       min_row_group_bytes=CARRY_ROW_GROUP_BYTES)
+    writer = out.open(task.tel_type)   # a task over no row group still leaves its (empty) part
     try:
         try:
             pf = pq.ParquetFile(path)
@@ -558,14 +610,12 @@ def run_r1_to_dl1_task(task: R1ToDL1Task) -> dict:
                 raise InputError(path, f"corrupt row group {i} ({str(e).splitlines()[0]})") from None
             writer.write(stage(batch, setup))
             n_in += batch.num_rows
-        writer.close()
-        os.replace(tmp, out)
+        parts = out.commit()
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        out.abort()
         raise
-    record = {"task": task.name, "tel_type": task.tel_type, "input": task.file, "row_groups": [task.rg_start, task.rg_stop],
-              "file": str(rel), "rows_in": n_in, "rows_out": writer.rows, "bytes": out.stat().st_size,
-              "sha256": sha256(out)}
+    record = {"task": task.name, "tel_type": task.tel_type, "input": task.file,
+              "row_groups": [task.rg_start, task.rg_stop], "rows_in": n_in, "parts": parts}
     _write_json_atomic(staging / "tasks" / f"{task.name}.json", record)
     return record
 
@@ -594,23 +644,6 @@ def _write_json_atomic(path: Path, data) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=1, default=str))
     os.replace(tmp, path)
-
-
-def _verified(staging: Path, name: str) -> dict | None:
-    """The record of a task completed by an earlier (interrupted) run, if its output is
-    intact; None otherwise (the task is redone)."""
-    from .provenance import sha256
-    f = staging / "tasks" / f"{name}.json"
-    if not f.is_file():
-        return None
-    try:
-        rec = json.loads(f.read_text())
-        part = staging / rec["file"]
-        if part.is_file() and part.stat().st_size == rec["bytes"] and sha256(part) == rec["sha256"]:
-            return rec
-    except (ValueError, KeyError, OSError):
-        pass
-    return None
 
 
 def staging_dir(output) -> Path:
@@ -686,8 +719,9 @@ def r1_to_dl1(inputs, output, config=None, *, overwrite=False, write_images=None
     """
     from dataclasses import replace
 
+    import shutil
+
     from .config import Config
-    from .executor import run_tasks
     from .instrument.subarray import SubarrayDescription
     from .stages.r1_to_dl1 import R1_INPUT_COLUMNS, prepare_camera
 
@@ -717,7 +751,7 @@ def r1_to_dl1(inputs, output, config=None, *, overwrite=False, write_images=None
     config_json = json.dumps(config.to_dict(), sort_keys=True)
     fingerprint = _fingerprint(command, [r for r in prov["inputs"]], config_json, task_row_groups)
     staging = _prepare_staging(output, fingerprint, overwrite, summary)
-    tasks, done, n_rows = [], [], {}
+    tasks, done, n_rows = [], {}, {}
     prov_json = json.dumps(prov, default=str)
     for k, j, p, tel_type, pf, f in work:
         n_rg = pf.num_row_groups
@@ -729,61 +763,43 @@ def r1_to_dl1(inputs, output, config=None, *, overwrite=False, write_images=None
                             a, b, str(staging), config_json, prov_json)
             n_rows[t.name] = sum(pf.metadata.row_group(i).num_rows for i in range(a, b))
             rec = _verified(staging, t.name)
-            (done if rec else tasks).append(rec or t)
+            if rec:
+                done[t.name] = rec
+            else:
+                tasks.append(t)
     if progress:
         progress(0, sum(n_rows.values()))
-        progress(sum(r["rows_in"] for r in done))
+        progress(sum(r["rows_in"] for r in done.values()))
     summary.n_tasks, summary.n_resumed = len(n_rows), len(done)
     log.info("r1-to-dl1: %d tasks (%d done by an earlier run), %s", len(n_rows), len(done),
              f"Dask scheduler {scheduler}" if scheduler else f"{workers or 'all'} local worker(s)")
-    failures = []
-    for i, rec, err in run_tasks(run_r1_to_dl1_task, tasks, workers=workers, scheduler=scheduler):
-        if err is not None:
-            if isinstance(err, (KeyboardInterrupt, SystemExit)):
-                raise err
-            failures.append((tasks[i], err))
-            log.info("task %s (%s row groups %d-%d) failed: %s", tasks[i].name, tasks[i].file,
-                        tasks[i].rg_start, tasks[i].rg_stop - 1, err)
-            continue
-        done.append(rec)
-        log.debug("task %s: %d -> %d telescope events", rec["task"], rec["rows_in"], rec["rows_out"])
-        if progress:
-            progress(rec["rows_in"])
+    failures = _run_staged(run_r1_to_dl1_task, tasks, done, workers=workers, scheduler=scheduler,
+                           progress=progress, advance=lambda r: r["rows_in"])
     summary.failures = [f"{t.file} row groups {t.rg_start}-{t.rg_stop - 1}: {e}" for t, e in failures]
     if failures and not skip_failed:
         first = failures[0][1]
         msg = first if isinstance(first, DvpError) else f"{type(first).__name__}: {first}"
-        if not done:
-            import shutil
-            shutil.rmtree(staging, ignore_errors=True)   # nothing to resume
+        _discard_if_empty(staging, done)
         raise DvpError(f"{len(failures)} of {len(n_rows)} tasks failed, "
                        f"first: {msg}; the {len(done)} completed tasks are kept in {staging} and a re-run resumes "
                        f"them (or use --skip-failed to write the product without the failed ones)")
-    done.sort(key=lambda r: r["task"])
+    recs = [done[n] for n in sorted(done)]
     subarray.write(staging, lambda t, p, n: write_table(t, p, n, prov))
-    import shutil as _sh
-    for sub in ("instrument", "simulation", "trigger"):   # a resumed run rewrites these
-        if sub != "instrument":
-            _sh.rmtree(staging / sub, ignore_errors=True)
-
-    class _Staged:  # the carry helpers write through a ProductWriter-like path()
-        tmp = staging
-
-        @staticmethod
-        def path(*parts):
-            return staging.joinpath(*parts)
-
-    rows = _carry(carried, _Staged, prov)
+    for sub in ("simulation", "trigger"):   # what an interrupted run carried is carried again
+        shutil.rmtree(staging / sub, ignore_errors=True)
+    rows = _carry(carried, staging, prov)
     summary.n_array_events = rows.get("trigger/part-00000.parquet", 0)
-    counts: dict = {}
-    for r in done:
-        counts[r["tel_type"]] = counts.get(r["tel_type"], 0) + r["rows_out"]
+    counts = _part_rows(recs)
     summary.n_tel_events = counts
     summary.seconds = time.perf_counter() - t0
+    tasks_out = []
+    for r in recs:
+        part = r["parts"][r["tel_type"]]
+        tasks_out.append({"task": r["task"], "input": r["input"], "row_groups": r["row_groups"], "file": part["file"],
+                          "rows_in": r["rows_in"], "rows_out": part["rows"], "sha256": part["sha256"]})
     record = dict(prov, stop=now(), seconds=round(summary.seconds, 3),
-                  counts={"telescope_events_in": sum(r["rows_in"] for r in done), "telescope_events_out": counts},
-                  tasks=[{k: r[k] for k in ("task", "input", "row_groups", "file", "rows_in", "rows_out", "sha256")}
-                         for r in done],
+                  counts={"telescope_events_in": sum(r["rows_in"] for r in recs), "telescope_events_out": counts},
+                  tasks=tasks_out,
                   failed=summary.failures, executor={"workers": workers, "scheduler": scheduler},
                   levels=["instrument", "simulation", "dl1"])
     (staging / "provenance.json").write_text(json.dumps(record, indent=1, default=str))
@@ -1059,7 +1075,7 @@ def finish_dl2_product(pw, subarray, carried, products, prov, summary, t0, count
     simulation/trigger tables, the DL1 parameters (the features of later models),
     provenance.json; then commit it."""
     subarray.write(pw.tmp, lambda t, p, n: write_table(t, p, n, prov))
-    _carry(carried, pw, prov)
+    _carry(carried, pw.tmp, prov)
     _carry_dl1(products, pw, prov)
     summary.seconds = time.perf_counter() - t0
     record = dict(prov, stop=now(), seconds=round(summary.seconds, 3), counts=counts,
@@ -1185,11 +1201,8 @@ def run_sim_task(task: SimTask) -> dict:
     Telescope events go to ``<level>/tel_type=<type>/<name>.parquet`` (temporary name,
     renamed when complete); showers, trigger rows (and muon truth) to ``tasks/<name>/``.
     """
-    import os
-    from dataclasses import fields, replace
+    from dataclasses import replace
 
-    from .io.parquet import TableWriter
-    from .provenance import sha256
     from .sim import camera as C
     from .sim.events import ToySimulation
     from .sim.showers import PARTICLE_IDS, generate
@@ -1213,9 +1226,7 @@ def run_sim_task(task: SimTask) -> dict:
     else:
         showers = generate(rng, particle, task.n, scatter_radius_m=p["scatter_radius_m"], **kw)
     # continue the numbering of the earlier blocks (sim_telarray: event id = shower × 100 + use)
-    names = {f.name for f in fields(showers)}
-    showers = replace(showers, shower_num=showers.shower_num + task.first,
-                      event_id=showers.event_id + 100 * task.first) if {"shower_num", "event_id"} <= names else showers
+    showers = replace(showers, shower_num=showers.shower_num + task.first, event_id=showers.event_id + 100 * task.first)
     if particle == "muon":
         sim = MuonSimulation(rng, subarray, showers, **det)
     else:
@@ -1223,26 +1234,16 @@ def run_sim_task(task: SimTask) -> dict:
         comps = tuple(np.repeat(a, p["reuse"], axis=0) for a in comps)   # reuse keeps the shower's structure
         sim = ToySimulation(rng, subarray, showers, comps, particle, **det)
     level = p["level"]
-    writers, tmp_of = {}, {}
+    out = _StagedParts(staging, level, task.name, S.DL1_EVENTS if level == "dl1" else S.R1_EVENTS, prov,
+                       min_row_group_bytes=CARRY_ROW_GROUP_BYTES if level == "dl1" else 0)
     n_tel_in = 0
     try:
         for tel_type, batch in sim.run():
             n_tel_in += batch.num_rows
-            if tel_type not in writers:
-                out = staging / level / f"tel_type={tel_type}" / f"{task.name}.parquet"
-                out.parent.mkdir(parents=True, exist_ok=True)
-                tmp_of[tel_type] = (out.with_name(f".{out.name}.tmp-{os.getpid()}"), out)
-                writers[tel_type] = TableWriter(
-                    tmp_of[tel_type][0], S.DL1_EVENTS if level == "dl1" else S.R1_EVENTS, prov,
-                    min_row_group_bytes=CARRY_ROW_GROUP_BYTES if level == "dl1" else 0)
-            writers[tel_type].write(stage(batch, setups[tel_type]) if level == "dl1" else batch)
-        for w in writers.values():
-            w.close()
-        for tmp, out in tmp_of.values():
-            os.replace(tmp, out)
+            out.write(tel_type, stage(batch, setups[tel_type]) if level == "dl1" else batch)
+        parts = out.commit()
     except BaseException:
-        for tmp, _ in tmp_of.values():
-            tmp.unlink(missing_ok=True)
+        out.abort()
         raise
     n = len(showers)
     nan = np.full(n, np.nan)
@@ -1272,26 +1273,9 @@ def run_sim_task(task: SimTask) -> dict:
         S.POINTING_ALT: np.full(len(ev), p_alt), S.POINTING_AZ: np.full(len(ev), p_az)})
     write_table(S.validate(tr, S.R1_TRIGGER), own / "trigger.parquet", S.R1_TRIGGER, prov)
     record = {"task": task.name, "showers": n, "array_events": len(ev), "candidates": int(sim.n_candidates),
-              "telescope_events_in": n_tel_in, "rows_in": n,
-              "parts": {t: {"file": str(out.relative_to(staging)), "rows": writers[t].rows, "sha256": sha256(out),
-                            "bytes": out.stat().st_size} for t, (_, out) in tmp_of.items()}}
+              "telescope_events_in": n_tel_in, "rows_in": n, "parts": parts}
     _write_json_atomic(staging / "tasks" / f"{task.name}.json", record)
     return record
-
-
-def _verified_sim(staging: Path, name: str, muon: bool) -> dict | None:
-    from .provenance import sha256
-    try:
-        rec = json.loads((staging / "tasks" / f"{name}.json").read_text())
-        for part in rec["parts"].values():
-            f = staging / part["file"]
-            if not (f.is_file() and f.stat().st_size == part["bytes"] and sha256(f) == part["sha256"]):
-                return None
-        own = staging / "tasks" / name
-        need = ["showers", "trigger"] + (["muons"] if muon else [])
-        return rec if all((own / f"{t}.parquet").is_file() for t in need) else None
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 def simulate(particle, n_showers, output, *, layout=None, energy_range=None, spectral_index=-2.0,
@@ -1316,9 +1300,6 @@ def simulate(particle, n_showers, output, *, layout=None, energy_range=None, spe
     executor runs them. The run is built in a staging directory that a re-run resumes,
     and the per-shower tables are streamed, so memory is bounded by a block.
     """
-    import shutil
-
-    from .executor import run_tasks
     from .io.parquet import TableWriter
 
     if energy_range is None:
@@ -1357,10 +1338,11 @@ def simulate(particle, n_showers, output, *, layout=None, energy_range=None, spe
                                                     int(task_showers)), overwrite, summary)
     prov_json = json.dumps(prov, default=str)
     tasks, done = [], {}
+    small_tables = ("showers", "trigger", "muons") if particle == "muon" else ("showers", "trigger")
     for k, first in enumerate(range(0, int(n_showers), int(task_showers))):
         t = SimTask(f"part-{k:06d}", k, first, min(int(task_showers), int(n_showers) - first), str(staging),
                     params_json, prov_json)
-        rec = _verified_sim(staging, t.name, particle == "muon")
+        rec = _verified(staging, t.name, small_tables)
         if rec:
             done[t.name] = rec
         else:
@@ -1369,26 +1351,18 @@ def simulate(particle, n_showers, output, *, layout=None, energy_range=None, spe
     if progress:
         progress(0, int(n_showers))
         progress(sum(r["showers"] for r in done.values()) // max(int(reuse), 1))
-    failures = []
-    for i, rec, err in run_tasks(run_sim_task, tasks, workers=workers, scheduler=scheduler):
-        if err is not None:
-            if isinstance(err, (KeyboardInterrupt, SystemExit)):
-                raise err
-            failures.append((tasks[i], err))
-            continue
-        done[rec["task"]] = rec
-        if progress:
-            progress(rec["showers"] // max(int(reuse), 1))
+    failures = _run_staged(run_sim_task, tasks, done, workers=workers, scheduler=scheduler, progress=progress,
+                           advance=lambda r: r["showers"] // max(int(reuse), 1))
     if failures:
         first = failures[0][1]
-        if not done:
-            shutil.rmtree(staging, ignore_errors=True)
+        _discard_if_empty(staging, done)
         raise first if isinstance(first, DvpError) else DvpError(f"simulate: {type(first).__name__}: {first}")
     recs = [done[n] for n in sorted(done)]
     subarray.write(staging, lambda t, p, n: write_table(t, p, n, prov))
     if particle == "muon":
         from .sim.muons import MAX_IMPACT_FACTOR, SIM_MUON
-        max_scatter = MAX_IMPACT_FACTOR * float(np.sqrt(max(o.mirror_area_m2 for o in subarray.optics.values()) / np.pi))
+        mirror_radius = float(np.sqrt(max(o.mirror_area_m2 for o in subarray.optics.values()) / np.pi))
+        max_scatter = MAX_IMPACT_FACTOR * mirror_radius
     else:
         max_scatter = float(scatter_radius_m)
     run = {S.OBS_ID: int(obs_id), "run_header_index": 0, "input_file": f"dvp simulate (layout {layout.name})",
@@ -1406,13 +1380,11 @@ def simulate(particle, n_showers, output, *, layout=None, energy_range=None, spe
     # the per-shower tables are streamed block by block (memory bounded by a block)
     hist = _DistributionAccumulator(energy_range, max_scatter, subarray, particle == "muon")
     n_showers_out = n_events = 0
-    for rel, name, schema_name in (("simulation/showers.parquet", "showers", S.SIM_SHOWER),
-                                   ("trigger/part-00000.parquet", "trigger", S.R1_TRIGGER),
-                                   ("simulation/muons.parquet", "muons", None)):
-        if name == "muons" and particle != "muon":
-            continue
-        if schema_name is None:
-            schema_name = SIM_MUON
+    streamed = [("simulation/showers.parquet", "showers", S.SIM_SHOWER),
+                ("trigger/part-00000.parquet", "trigger", S.R1_TRIGGER)]
+    if particle == "muon":
+        streamed.append(("simulation/muons.parquet", "muons", SIM_MUON))
+    for rel, name, schema_name in streamed:
         w = TableWriter(staging / rel, schema_name, prov, min_row_group_bytes=CARRY_ROW_GROUP_BYTES)
         for r in recs:
             t = pq.read_table(staging / "tasks" / r["task"] / f"{name}.parquet")
@@ -1426,10 +1398,7 @@ def simulate(particle, n_showers, output, *, layout=None, energy_range=None, spe
             n_events = w.rows
     write_table(hist.table(int(obs_id)), staging / "simulation" / "shower_distribution.parquet",
                 S.SIM_SHOWER_DISTRIBUTION, prov)
-    counts_t: dict = {}
-    for r in recs:
-        for t, part in r["parts"].items():
-            counts_t[t] = counts_t.get(t, 0) + part["rows"]
+    counts_t = _part_rows(recs)
     summary.n_tel_events = counts_t
     summary.n_array_events = n_events
     summary.n_showers = n_showers_out

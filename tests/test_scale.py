@@ -11,7 +11,6 @@ import sys
 import time
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -19,21 +18,9 @@ from dvp import schemas as S
 from dvp.errors import DvpError
 from dvp.runner import r1_to_dl1, simulate, staging_dir
 
-from .conftest import ROOT
+from .conftest import ROOT, product_tables
 
 GAMMA = dict(energy_range=(0.3, 10.0), scatter_radius_m=200.0, reuse=5)
-
-
-def _content(product):
-    """Relative path → table as Arrow IPC bytes (Parquet metadata, i.e. provenance times, left out)."""
-    out = {}
-    for f in sorted(product.rglob("*.parquet")):
-        t = pq.read_table(f).replace_schema_metadata(None)
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, t.schema) as w:
-            w.write_table(t)
-        out[str(f.relative_to(product))] = sink.getvalue().to_pybytes()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +43,12 @@ def test_local_pool_and_dask_give_identical_outputs(r1_set, tmp_path):
     n_tasks = len(json.loads((ref / "provenance.json").read_text())["tasks"])
     assert n_tasks >= 6   # several tasks per product: the split is really exercised
     r1_to_dl1(products, tmp_path / "pool", workers=2, task_row_groups=1)
-    assert _content(tmp_path / "pool") == _content(ref)
+    assert product_tables(tmp_path / "pool") == product_tables(ref)
     # a real scheduler and two worker processes on loopback, started here
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                       host="127.0.0.1") as cluster:
         r1_to_dl1(products, tmp_path / "dask", scheduler=cluster.scheduler_address, task_row_groups=1)
-    assert _content(tmp_path / "dask") == _content(ref)
+    assert product_tables(tmp_path / "dask") == product_tables(ref)
     prov = json.loads((tmp_path / "dask" / "provenance.json").read_text())
     assert prov["executor"]["scheduler"].startswith("tcp://127.0.0.1")
     assert len(prov["tasks"]) == n_tasks and all(len(t["sha256"]) == 64 for t in prov["tasks"])
@@ -80,7 +67,7 @@ def test_killed_worker_is_retried(r1_set, tmp_path, monkeypatch, executor):
                           host="127.0.0.1") as cluster:
             r1_to_dl1(products, tmp_path / "out", scheduler=cluster.scheduler_address, task_row_groups=1)
     assert marker.is_file()                       # a worker really died (SIGKILL) mid-run
-    assert _content(tmp_path / "out") == _content(ref)
+    assert product_tables(tmp_path / "out") == product_tables(ref)
 
 
 def _corrupt_middle(path):
@@ -148,7 +135,7 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(r1_set, tmp_path, si
     res = subprocess.run(cmd[:-1], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "resuming" in res.stderr
-    assert _content(out) == _content(ref)
+    assert product_tables(out) == product_tables(ref)
     assert not staging_dir(out).exists()
     prov = json.loads((out / "provenance.json").read_text())
     assert len(prov["tasks"]) == len(json.loads((ref / "provenance.json").read_text())["tasks"])
@@ -163,7 +150,7 @@ def test_stale_partial_run_is_not_reused(r1_set, tmp_path):
     (staging / "run.json").write_text(json.dumps({"fingerprint": "something else"}))
     (staging / "tasks" / "part-0000-000-000000.json").write_text("{}")
     r1_to_dl1(products, out, workers=1, task_row_groups=1)
-    assert _content(out) == _content(ref)
+    assert product_tables(out) == product_tables(ref)
 
 
 def _square_or_die(x):
@@ -236,8 +223,8 @@ def test_simtel_to_r1_executors_identical_and_bad_file_skipped(tmp_path):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                       host="127.0.0.1") as cluster:
         simtel_to_r1(files, tmp_path / "dask", scheduler=cluster.scheduler_address)
-    ref = _content(tmp_path / "serial")
-    assert _content(tmp_path / "pool") == ref and _content(tmp_path / "dask") == ref
+    ref = product_tables(tmp_path / "serial")
+    assert product_tables(tmp_path / "pool") == ref and product_tables(tmp_path / "dask") == ref
     assert any("part-000000" in k for k in ref)
     prov = json.loads((tmp_path / "serial" / "provenance.json").read_text())
     assert [t["input"] for t in prov["tasks"]] == [str(f.resolve()) for f in files]
@@ -252,7 +239,7 @@ def test_simtel_to_r1_executors_identical_and_bad_file_skipped(tmp_path):
                           str(tmp_path / "kept"), "--skip-failed", "-j", "2", "-q"], capture_output=True, text=True,
                          cwd=ROOT)
     assert res.returncode == 1 and "cut.simtel.zst" in res.stderr
-    kept = _content(tmp_path / "kept")
+    kept = product_tables(tmp_path / "kept")
     assert {k: v for k, v in kept.items() if k.startswith("r1/")} == {k: v for k, v in ref.items() if k.startswith("r1/")}
     assert json.loads((tmp_path / "kept" / "provenance.json").read_text())["failed"]
 
@@ -267,8 +254,8 @@ def test_simulate_blocks_identical_across_executors(tmp_path):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                       host="127.0.0.1") as cluster:
         simulate("gamma", 50, tmp_path / "dask", scheduler=cluster.scheduler_address, **kw)
-    ref = _content(tmp_path / "serial")
-    assert _content(tmp_path / "pool") == ref and _content(tmp_path / "dask") == ref
+    ref = product_tables(tmp_path / "serial")
+    assert product_tables(tmp_path / "pool") == ref and product_tables(tmp_path / "dask") == ref
     sh = pq.read_table(tmp_path / "serial" / "simulation" / "showers.parquet")
     assert sh.num_rows == 50 * GAMMA["reuse"]
     num = np.asarray(sh.column("shower_num"))

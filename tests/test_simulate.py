@@ -11,7 +11,7 @@ from dvp.runner import _sim_layout, dl1_to_dl2, r1_to_dl1, simulate
 from dvp.sim import camera as C
 from dvp.sim.showers import EC_TEV, X0_G_CM2, generate, height_of_depth
 
-from .conftest import run_cli
+from .conftest import product_tables, run_cli
 
 GAMMA = dict(energy_range=(0.1, 10.0), scatter_radius_m=300.0, reuse=5, seed=3)
 
@@ -34,35 +34,17 @@ def proton_dl1(tmp_path_factory):
     return base
 
 
-def _tables(product):
-    """Relative path (a partition directory's files concatenated in name order: how many
-    part files a writer makes is not content) → the table as Arrow IPC bytes (bit-exact,
-    NaN-safe), file metadata (provenance timestamps) left out."""
-    import pyarrow as pa
-    groups: dict = {}
-    for f in sorted(product.rglob("*.parquet")):
-        key = f.parent if f.parent.name.startswith("tel_type=") else f
-        groups.setdefault(str(key.relative_to(product)), []).append(pq.read_table(f).replace_schema_metadata(None))
-    out = {}
-    for key, tables in groups.items():
-        t = pa.concat_tables(tables).combine_chunks()   # row groups may differ
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, t.schema) as w:
-            w.write_table(t)
-        out[key] = sink.getvalue().to_pybytes()
-    return out
-
-
 def test_same_seed_identical_tables(tmp_path):
     small = dict(GAMMA, reuse=3)
     simulate("proton", 25, tmp_path / "one", **small)
     simulate("proton", 25, tmp_path / "again", **small)
-    a, b = _tables(tmp_path / "one"), _tables(tmp_path / "again")
+    a = product_tables(tmp_path / "one", by_partition=True)
+    b = product_tables(tmp_path / "again", by_partition=True)
     assert a.keys() == b.keys() and any(k.startswith("r1/") for k in a)
     for k in a:
         assert a[k] == b[k], k
     simulate("proton", 25, tmp_path / "other", **dict(small, seed=99))
-    c = _tables(tmp_path / "other")
+    c = product_tables(tmp_path / "other", by_partition=True)
     assert a["simulation/showers.parquet"] != c["simulation/showers.parquet"]
 
 
@@ -151,7 +133,8 @@ def test_dl1_level_equals_r1_then_r1_to_dl1(tmp_path):
         simulate(particle, n, tmp_path / f"{particle}_r1", **kw)
         r1_to_dl1([tmp_path / f"{particle}_r1"], tmp_path / f"{particle}_via_r1", cfg)
         s = simulate(particle, n, tmp_path / f"{particle}_dl1", level="dl1", config=cfg, **kw)
-        a, b = _tables(tmp_path / f"{particle}_via_r1"), _tables(tmp_path / f"{particle}_dl1")
+        a = product_tables(tmp_path / f"{particle}_via_r1", by_partition=True)
+        b = product_tables(tmp_path / f"{particle}_dl1", by_partition=True)
         assert a.keys() == b.keys() and sum(k.startswith("dl1/") for k in a) >= 1, (a.keys(), b.keys())
         for k in a:
             assert a[k] == b[k], (particle, k)
