@@ -443,8 +443,8 @@ def _carry(carried, root: Path, provenance) -> dict:
     return rows
 
 
-def _carry_dl1(products, pw, provenance=None) -> dict:
-    """Copy the DL1 parameters of ``products`` into ``pw``'s ``dl1/`` (one part file per
+def _carry_dl1(products, root: Path, provenance=None) -> dict:
+    """Copy the DL1 parameters of ``products`` into ``root/dl1/`` (one part file per
     input file and telescope type), so that a DL2 product carries the features of its
     telescope events. Files without per-pixel columns are copied byte for byte; from
     files with images only the parameter columns are rewritten, batch by batch.
@@ -459,7 +459,7 @@ def _carry_dl1(products, pw, provenance=None) -> dict:
         for tel_type, f in _level_files(p, "dl1"):
             k = counters.get(tel_type, 0)
             counters[tel_type] = k + 1
-            dest = pw.path("dl1", f"tel_type={tel_type}", f"part-{k:05d}.parquet")
+            dest = Path(root) / "dl1" / f"tel_type={tel_type}" / f"part-{k:05d}.parquet"
             dest.parent.mkdir(parents=True, exist_ok=True)
             try:
                 pf = pq.ParquetFile(f)
@@ -1076,7 +1076,7 @@ def finish_dl2_product(pw, subarray, carried, products, prov, summary, t0, count
     provenance.json; then commit it."""
     subarray.write(pw.tmp, lambda t, p, n: write_table(t, p, n, prov))
     _carry(carried, pw.tmp, prov)
-    _carry_dl1(products, pw, prov)
+    _carry_dl1(products, pw.tmp, prov)
     summary.seconds = time.perf_counter() - t0
     record = dict(prov, stop=now(), seconds=round(summary.seconds, 3), counts=counts,
                   levels=["instrument", "simulation", "dl1", "dl2"])
