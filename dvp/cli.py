@@ -13,6 +13,7 @@ import typer
 
 from .errors import DvpError
 from .io.parquet import ROW_GROUP_BYTES
+from .runner import APPLY_TASK_ROWS, DL2_TASK_ROWS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="dvp: columnar Cherenkov-telescope data processing (R1 → DL1 → DL2 → DL3).")
@@ -192,6 +193,10 @@ def dl1_to_dl2(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML or YAML config (see configs/); default: ctapipe 0.28's defaults"),
     set_: List[str] = typer.Option([], "--set", help="Override one config value, e.g. --set 'dl1_to_dl2.quality.criteria=[[\"bright\", \"hillas_intensity_pe > 100\"]]' (repeatable)"),
     overwrite: bool = typer.Option(False, help="Replace OUTPUT if it exists (only once the new one is complete)"),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Local worker processes (default: all cores); with --scheduler local, the Dask workers"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Run the tasks on a Dask cluster: its scheduler address (tcp://host:8786), or 'local' to start a LocalCluster"),
+    skip_failed: bool = typer.Option(False, "--skip-failed", help="Write the product even if some tasks fail (corrupt inputs), listing them in provenance.json; exit code 1"),
+    task_size: int = typer.Option(DL2_TASK_ROWS, "--task-size", help="Telescope events per task (a range of whole array events): the unit of parallel work, resumption and memory (~1 KiB each at peak)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary"),
 ):
     """Reconstruct the stereo shower geometry of DL1 events into a DL2 product directory.
@@ -202,15 +207,24 @@ def dl1_to_dl2(
     shower values for simulations) and dl2_telescopes/ (one row per telescope event), and
     carries instrument/, simulation/, trigger/ and the DL1 parameters (dl1/, no images:
     the features of dvp train / apply-models) over.
+
+    The work runs as tasks (ranges of whole array events of --task-size telescope
+    events, read from the files' row-group statistics) on local processes or a Dask
+    cluster, with the same output either way; as r1-to-dl1, an interrupted or failed
+    run resumes from .OUTPUT.partial/.
     """
     from .config import load_config
     from .runner import dl1_to_dl2 as run
 
     cfg = load_config(config, set_)
     summary, console = _with_progress("dl1-to-dl2", quiet, lambda advance: run(
-        inputs, output, cfg, overwrite=overwrite, progress=advance))
-    console.print(f"wrote {summary.output}: {summary.n_inputs} input product(s), {summary.n_array_events} array events "
-                  f"in {summary.seconds:.1f} s ({summary.n_array_events / max(summary.seconds, 1e-9):,.0f} ev/s)")
+        inputs, output, cfg, overwrite=overwrite, progress=advance, workers=workers, scheduler=scheduler,
+        skip_failed=skip_failed, task_rows=task_size))
+    for w in summary.warnings:
+        console.print(f"[yellow]note:[/yellow] {w}")
+    _summary_table(console, summary, sum(summary.n_tel_events.values()),
+                   extra={"array events": summary.n_array_events})
+    _exit_on_failures(summary)
 
 
 @app.command()
@@ -243,13 +257,15 @@ def train(
     summary, console = _with_progress(f"train {kind}", quiet, lambda advance: run(
         kind, signal, background, output, cfg, overwrite=overwrite, progress=advance, workers=workers,
         scheduler=scheduler), unit="trainings")
-    if quiet:
-        return
-    console.print(f"wrote {summary.output} in {summary.seconds:.1f} s")
+    from rich.table import Table
+    t = Table(title=f"wrote {summary.output} in {summary.seconds:.1f} s", header_style="bold")
+    for c in ("telescope type", "telescope events", "cross-validation (mean of folds)"):
+        t.add_column(c, justify="right" if c == "telescope events" else "left")
     for tel_type, n in summary.n_tel_events.items():
         cv = summary.cv.get(tel_type)
-        score = ", ".join(f"{k[:-5]} {v:.3f}" for k, v in cv.items()) if cv else "no model (too few events)"
-        console.print(f"  {tel_type}: {n:,} telescope events; cross-validation: {score}")
+        t.add_row(tel_type, f"{n:,}", ", ".join(f"{k[:-5]} {v:.3f}" for k, v in cv.items()) if cv
+                  else "no model (too few events)")
+    console.print(t)
 
 
 @app.command("apply-models")
@@ -261,6 +277,10 @@ def apply_models(
     energy_weights: Optional[str] = typer.Option(None, help="Combine telescope energies weighted by inverse_variance, intensity, aspect_weighted_intensity or none (default: the model set's)"),
     gammaness_weights: Optional[str] = typer.Option(None, help="Combine telescope gammaness weighted by none, intensity or aspect_weighted_intensity (default: the model set's)"),
     overwrite: bool = typer.Option(False, help="Replace OUTPUT if it exists (only once the new one is complete)"),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Local worker processes (default: all cores); with --scheduler local, the Dask workers"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Run the tasks on a Dask cluster: its scheduler address (tcp://host:8786), or 'local' to start a LocalCluster"),
+    skip_failed: bool = typer.Option(False, "--skip-failed", help="Write the product even if some tasks fail (corrupt inputs), listing them in provenance.json; exit code 1"),
+    task_size: int = typer.Option(APPLY_TASK_ROWS, "--task-size", help="Telescope events per task (a range of whole array events): the unit of parallel work, resumption and memory"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary"),
 ):
     """Predict energy and gammaness per telescope, then combine them per array event.
@@ -269,16 +289,20 @@ def apply_models(
     gammaness (weighted mean probability), validity flags and telescope counts to dl2/,
     and each telescope's prediction to dl2_telescopes/, as ctapipe's EnergyRegressor /
     ParticleClassifier with StereoMeanCombiner. An energy model runs before a particle
-    model, so the classifier can use the energy just reconstructed.
+    model, so the classifier can use the energy just reconstructed. Runs as tasks over
+    ranges of whole array events, like dl1-to-dl2 (parallel, resumable).
     """
     from .runner_ml import apply_models as run
 
     weights = {k: v for k, v in (("energy", energy_weights), ("particle", gammaness_weights)) if v}
     summary, console = _with_progress("apply-models", quiet, lambda advance: run(
-        inputs, models, output, weights=weights, overwrite=overwrite, progress=advance))
-    n_tel = summary.n_tel_events.get("dl2_telescopes", 0)
-    console.print(f"wrote {summary.output}: {summary.n_inputs} input product(s), {summary.n_array_events} array events, "
-                  f"{n_tel} telescope events in {summary.seconds:.1f} s ({n_tel / max(summary.seconds, 1e-9):,.0f} tel ev/s)")
+        inputs, models, output, weights=weights, overwrite=overwrite, progress=advance, workers=workers,
+        scheduler=scheduler, skip_failed=skip_failed, task_rows=task_size))
+    for w in summary.warnings:
+        console.print(f"[yellow]note:[/yellow] {w}")
+    _summary_table(console, summary, summary.n_tel_events.get("dl2_telescopes", 0),
+                   extra={"array events": summary.n_array_events})
+    _exit_on_failures(summary)
 
 
 @app.command()
@@ -324,9 +348,8 @@ def simulate(
         viewcone_deg=viewcone_deg, offset_deg=offset_deg, scatter_radius_m=scatter_radius_m, reuse=reuse,
         seed=seed, obs_id=obs_id, level=level, config=cfg, overwrite=overwrite, progress=advance,
         workers=workers, scheduler=scheduler), unit="showers")
-    n_tel = sum(summary.n_tel_events.values())
-    console.print(f"wrote {summary.output}: {summary.n_showers} simulated events, {summary.n_array_events} triggered, "
-                  f"{n_tel} telescope events {summary.n_tel_events or ''} in {summary.seconds:.1f} s")
+    _summary_table(console, summary, sum(summary.n_tel_events.values()),
+                   extra={"simulated showers × reuse": summary.n_showers, "triggered array events": summary.n_array_events})
 
 
 @app.command()
@@ -361,7 +384,7 @@ def merge(
     simulation/ tables), the same instrument, the same optional columns (DL1 images,
     DL2 model columns) and no event twice. Writes one part-00000.parquet per partition
     and table, rows in input order then file order (event order when the inputs are
-    given in obs_id order, which dl1-to-dl2 needs to stream), instrument/ from the first
+    given in obs_id order, so that later tasks read narrow key ranges), instrument/ from the first
     input. R1 waveform row groups stay at ~16 MiB.
     """
     from .merge import merge as run
@@ -370,12 +393,11 @@ def merge(
         raise DvpError(f"--row-group-mb must be ≥ 1, not {row_group_mb}")
     summary, console = _with_progress("merge", quiet, lambda advance: run(
         inputs, output, overwrite=overwrite, row_group_bytes=row_group_mb * 2**20, progress=advance), unit="rows")
-    n_tel = sum(summary.n_tel_events.values())
-    console.print(f"wrote {summary.output}: {summary.n_inputs} input product(s), {summary.n_array_events} array events, "
-                  f"{n_tel} telescope events {summary.n_tel_events or ''} in {summary.seconds:.1f} s "
-                  f"({summary.input_bytes / 2**20 / max(summary.seconds, 1e-9):,.0f} MiB/s)")
     for w in summary.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
+    _summary_table(console, summary, sum(summary.n_tel_events.values()),
+                   extra={"array events": summary.n_array_events, "MiB read": summary.input_bytes // 2**20,
+                          "MiB / s": int(summary.input_bytes / 2**20 / max(summary.seconds, 1e-9))})
 
 
 def main():

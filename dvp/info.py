@@ -63,8 +63,8 @@ def _product(path: Path) -> dict:
     trig = path / "trigger"
     if trig.is_dir():
         out["array_events"] = _count_rows(sorted(trig.glob("*.parquet")))
-    dl2 = path / "dl2" / "part-00000.parquet"
-    if dl2.is_file():
+    dl2 = sorted((path / "dl2").glob("*.parquet"))
+    if dl2:
         out["reconstruction"] = _dl2_summary(dl2)
     prov = read_provenance(path)
     if prov:
@@ -102,14 +102,19 @@ def _simtel(path: Path) -> dict:
         reader.close()
 
 
-def _dl2_summary(f: Path) -> dict:
-    """Valid geometry, energy and gammaness counts of a DL2 events file (only the flags read)."""
-    names = set(pq.read_schema(f).names)
+def _dl2_summary(files) -> dict:
+    """Array events and valid geometry, energy and gammaness counts of DL2 event files
+    (only the flags read)."""
+    names = set(pq.read_schema(files[0]).names)
     flags = [c for c in (S.RECO_IS_VALID, S.RECO_ENERGY_IS_VALID, S.GAMMANESS_IS_VALID) if c in names]
-    t = pq.read_table(f, columns=flags)
     label = {S.RECO_IS_VALID: "valid geometry", S.RECO_ENERGY_IS_VALID: "valid energy",
              S.GAMMANESS_IS_VALID: "valid gammaness"}
-    return {label[c]: int(t.column(c).to_numpy(zero_copy_only=False).sum()) for c in flags}
+    out = {label[c]: 0 for c in flags}
+    for f in files:
+        t = pq.read_table(f, columns=flags)
+        for c in flags:
+            out[label[c]] += int(t.column(c).to_numpy(zero_copy_only=False).sum())
+    return out
 
 
 def render(info: dict, print_fn=print, indent: int = 0) -> None:

@@ -13,8 +13,10 @@ Row order
 Rows keep (input order, file order): the rows of the first input come first, and
 within an input the files in name order (``part-00000``, ``part-00001``, ...). dvp
 writes each product in (obs_id, event_id) order, so a merge of inputs given in obs_id
-order is in event order too, which :func:`dvp.runner.dl1_to_dl2` needs to stream the
-merged DL1 (on files out of event order it falls back to reading each file whole).
+order is in event order too. That keeps each row group's key range narrow, which
+:func:`dvp.runner.dl1_to_dl2` and ``apply-models`` need to cut the merged product into
+tasks of whole array events (:mod:`dvp.io.keyrange`); row groups that mix inputs out of
+order span wide key ranges, and the tasks then grow, up to a file read whole.
 Globs expand in name order; a merge out of event order is reported as a warning.
 """
 from __future__ import annotations
@@ -283,7 +285,7 @@ def _check_events(o: _Output | None, products: list[Path]) -> list[str]:
     do, de = np.diff(obs), np.diff(ev)
     if (do < 0).any() or ((do == 0) & (de < 0)).any():
         return ["the merged events are not in (obs_id, event_id) order (inputs not given in obs_id order?): "
-                "dl1-to-dl2 will read each merged DL1 file whole instead of streaming it"]
+                "dl1-to-dl2 and apply-models cannot cut its row groups into narrow tasks (they may read it whole)"]
     return []
 
 
@@ -393,7 +395,7 @@ def merge(inputs, output, *, overwrite=False, progress=None, row_group_bytes=MER
     Notes
     -----
     Rows keep (input order, file order), so inputs given in obs_id order give an output
-    in event order, which ``dl1-to-dl2`` streams (see the module docstring).
+    in event order, which later commands cut into tasks (see the module docstring).
     """
     for name, v in (("row_group_bytes", row_group_bytes), ("r1_row_group_bytes", r1_row_group_bytes)):
         if int(v) != v or v < 1:

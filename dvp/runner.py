@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from . import schemas as S
 from .errors import DvpError, InputError
-from .io.parquet import ROW_GROUP_BYTES, UNCOMPRESSED_COLUMNS, ProductWriter, is_product_dir, write_table
+from .io.parquet import ROW_GROUP_BYTES, UNCOMPRESSED_COLUMNS, is_product_dir, write_table
 from .provenance import now, start_record
 
 log = logging.getLogger("dvp")
@@ -95,23 +95,32 @@ class _StagedParts:
     def open(self, tel_type: str):
         """The writer of ``tel_type`` (created on first use; a part never written to is an
         empty table)."""
+        return self._open(tel_type, self.staging / self.level / f"tel_type={tel_type}", self.schema_name)
+
+    def open_table(self, level: str, schema_name: str):
+        """The writer of an unpartitioned level (``<staging>/<level>/<name>.parquet``,
+        e.g. ``dl2/``), recorded under the key ``level``."""
+        return self._open(level, self.staging / level, schema_name)
+
+    def _open(self, key: str, directory: Path, schema_name: str):
         import os
 
         from .io.parquet import TableWriter
-        if tel_type not in self._writers:
-            out = self.staging / self.level / f"tel_type={tel_type}" / f"{self.name}.parquet"
+        if key not in self._writers:
+            out = directory / f"{self.name}.parquet"
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-            self._paths[tel_type] = (tmp, out)
-            self._writers[tel_type] = TableWriter(tmp, self.schema_name, self.provenance,
-                                                  min_row_group_bytes=self.min_row_group_bytes)
-        return self._writers[tel_type]
+            self._paths[key] = (tmp, out)
+            self._writers[key] = TableWriter(tmp, schema_name, self.provenance,
+                                             min_row_group_bytes=self.min_row_group_bytes)
+        return self._writers[key]
 
     def write(self, tel_type: str, table: pa.Table) -> None:
         self.open(tel_type).write(table)
 
     def commit(self) -> dict:
-        """Close and rename every part; ``{tel_type: {file, rows, bytes, sha256}}``."""
+        """Close and rename every part; ``{key: {file, rows, bytes, sha256}}`` (key: the
+        telescope type, or the level of :meth:`open_table`)."""
         import os
 
         from .provenance import sha256
@@ -387,17 +396,10 @@ def _open_checked(path: Path, schema_name: str, columns) -> pq.ParquetFile:
     return pf
 
 
-def _read_concat(products, rel: str, schema_name: str):
-    """The table at ``rel`` in each product that has one, concatenated (None if none has)."""
-    tables = []
-    for p in products:
-        f = p / rel
-        if f.is_file():
-            try:
-                tables.append(pq.read_table(f))
-            except (OSError, pa.ArrowException) as e:
-                raise InputError(f, f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
-    return _concat(tables, schema_name) if tables else None
+def _keys(table: pa.Table):
+    """``(obs_id, event_id)`` of a table as int64 arrays."""
+    return (np.asarray(table.column(S.OBS_ID).to_numpy(zero_copy_only=False), np.int64),
+            np.asarray(table.column(S.EVENT_ID).to_numpy(zero_copy_only=False), np.int64))
 
 
 # DL1 and carried tables are written in row groups of this size: parameters are ~600
@@ -777,12 +779,7 @@ def r1_to_dl1(inputs, output, config=None, *, overwrite=False, write_images=None
                            progress=progress, advance=lambda r: r["rows_in"])
     summary.failures = [f"{t.file} row groups {t.rg_start}-{t.rg_stop - 1}: {e}" for t, e in failures]
     if failures and not skip_failed:
-        first = failures[0][1]
-        msg = first if isinstance(first, DvpError) else f"{type(first).__name__}: {first}"
-        _discard_if_empty(staging, done)
-        raise DvpError(f"{len(failures)} of {len(n_rows)} tasks failed, "
-                       f"first: {msg}; the {len(done)} completed tasks are kept in {staging} and a re-run resumes "
-                       f"them (or use --skip-failed to write the product without the failed ones)")
+        _raise_failures(failures, len(n_rows), done, staging)
     recs = [done[n] for n in sorted(done)]
     subarray.write(staging, lambda t, p, n: write_table(t, p, n, prov))
     for sub in ("simulation", "trigger"):   # what an interrupted run carried is carried again
@@ -809,215 +806,127 @@ def r1_to_dl1(inputs, output, config=None, *, overwrite=False, write_images=None
 
 # -- DL1 → DL2 ------------------------------------------------------------------------
 
-#: telescope events read per partition per step by :func:`dl1_to_dl2` (~100 bytes each)
-DL2_CHUNK_ROWS = 1 << 16
+#: telescope events per dl1-to-dl2 task (~100 bytes each read; the unit of parallel work,
+#: of resumption and of memory)
+DL2_TASK_ROWS = 1 << 18
+#: telescope events per apply-models task (:func:`dvp.runner_ml.apply_models`)
+APPLY_TASK_ROWS = 1 << 18
 
 
-def _keys(table: pa.Table):
-    import numpy as np
-    return (np.asarray(table.column(S.OBS_ID).to_numpy(zero_copy_only=False), np.int64),
-            np.asarray(table.column(S.EVENT_ID).to_numpy(zero_copy_only=False), np.int64))
+def _raise_failures(failures, n_tasks: int, done: dict, staging: Path, what: str = "tasks") -> None:
+    """After failed tasks (without --skip-failed): one error naming the first failure;
+    the completed tasks stay in ``staging`` for a re-run to resume."""
+    first = failures[0][1]
+    msg = first if isinstance(first, DvpError) else f"{type(first).__name__}: {first}"
+    _discard_if_empty(staging, done)
+    raise DvpError(f"{len(failures)} of {n_tasks} {what} failed, first: {msg}"
+                   + (f"; the {len(done)} completed tasks are kept in {staging} and a re-run resumes them "
+                      f"(or use --skip-failed to write the product without the failed ones)" if done else ""))
 
 
-def _is_event_ordered(pf, path) -> bool:
-    """Whether a Parquet file's rows are in non-decreasing (obs_id, event_id) order.
+@dataclass(frozen=True)
+class DL2Task:
+    """One dl1-to-dl2 work unit: the array events of one product with keys in ``[lo, hi)``."""
 
-    dvp writes DL1 in event order within each file (simtel-to-r1 reads events in file
-    order; r1-to-dl1 keeps the row order), but a file from elsewhere, or from several
-    inputs whose obs_ids decrease, need not be: only the two key columns are read.
-    """
-    import numpy as np
-    last = None
-    try:
-        for b in pf.iter_batches(batch_size=DL2_CHUNK_ROWS, columns=[S.OBS_ID, S.EVENT_ID]):
-            o, e = _keys(pa.Table.from_batches([b]))
-            if not len(o):
-                continue
-            if last is not None and (int(o[0]), int(e[0])) < last:
-                return False
-            do, de = np.diff(o), np.diff(e)
-            if (do < 0).any() or ((do == 0) & (de < 0)).any():
-                return False
-            last = (int(o[-1]), int(e[-1]))
-    except (OSError, pa.ArrowException) as e:
-        raise InputError(path, f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
-    return True
+    product: str        # its instrument (every input has the first one's)
+    files: tuple        # the product's DL1 files (every telescope type)
+    lo: list | None     # (obs_id, event_id) bounds as JSON lists, None: unbounded
+    hi: list | None
+    name: str           # output part name, ordered by (input, range)
+    source: str         # named in errors
+    trigger: tuple      # the product's trigger file(s), for the array pointing
+    showers: tuple      # its simulation/showers.parquet, for the true values
+    staging: str
+    config: str         # Config.to_dict() as JSON
+    provenance: str     # JSON
 
 
-def _key_bounds(pf):
-    """Conservative (obs_id, event_id) bounds of a file from its row-group statistics:
-    ``(obs_min, event_min) <= every key <= (obs_max, event_max)``; None if unknown."""
-    md = pf.metadata
-    lo, hi = None, None
-    names = [md.schema.column(j).path for j in range(md.num_columns)]
-    if S.OBS_ID not in names or S.EVENT_ID not in names:
-        return None
-    jo, je = names.index(S.OBS_ID), names.index(S.EVENT_ID)
-    for g in range(md.num_row_groups):
-        so, se = md.row_group(g).column(jo).statistics, md.row_group(g).column(je).statistics
-        if so is None or se is None or not so.has_min_max or not se.has_min_max:
-            return None
-        a, b = (so.min, se.min), (so.max, se.max)
-        lo = a if lo is None else min(lo, a)
-        hi = b if hi is None else max(hi, b)
-    return (lo, hi) if lo is not None else None
+_SUBARRAYS: dict = {}
 
 
-def _chain_files(files) -> list:
-    """Group event-ordered files into chains read one after the other: a file joins a
-    chain whose last file ends no later than it starts (by :func:`_key_bounds`). The part files
-    of one task-split R1 file form one chain, so the merge keeps one buffer per chain, not
-    per file, and memory stays bounded whatever the number of parts."""
-    unbounded, bounded = [], []
-    for f, pf in files:
-        b = _key_bounds(pf)
-        if b is None:
-            unbounded.append([(f, pf)])
-        else:
-            bounded.append((b, f, pf))
-    chains: list = []
-    ends: list = []
-    for (lo, hi), f, pf in sorted(bounded, key=lambda x: (x[0][0], str(x[1]))):
-        for c, end in enumerate(ends):
-            # <=: an event may straddle two parts; read in one stream its rows stay adjacent
-            if end <= lo:
-                chains[c].append((f, pf))
-                ends[c] = hi
-                break
-        else:
-            chains.append([(f, pf)])
-            ends.append(hi)
-    return unbounded + chains
+def _subarray(product: str):
+    """The instrument of a product, read once per worker process."""
+    if product not in _SUBARRAYS:
+        from .instrument.subarray import SubarrayDescription
+        _SUBARRAYS[product] = SubarrayDescription.read(Path(product))
+    return _SUBARRAYS[product]
 
 
-def _chain_batches(chain, columns, chunk_rows):
-    for f, pf in chain:
-        try:
-            yield from pf.iter_batches(batch_size=chunk_rows, columns=columns)
-        except (OSError, pa.ArrowException) as e:
-            raise InputError(f, f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
-
-
-def _event_chunks(files, columns, chunk_rows):
-    """Tables of complete array events, in increasing (obs_id, event_id) order, from
-    event-ordered files (one per telescope type): a k-way merge by event key.
-
-    Each step reads ``chunk_rows`` rows from the file whose buffered rows end at the
-    smallest key; every buffered row with a key below that bound belongs to an event
-    that no file can add to any more, so it is complete. Memory: about ``chunk_rows``
-    rows per file plus the largest event.
-    """
-    import numpy as np
-    chains = _chain_files(files)
-    n = len(chains)
-    iters = [_chain_batches(chain, columns, chunk_rows) for chain in chains]
-    bufs: list = [None] * n
-    done = [False] * n
-
-    def refill(i):
-        while not done[i]:
-            try:
-                b = next(iters[i])
-            except StopIteration:
-                done[i] = True
-                return
-            if b.num_rows:
-                t = pa.Table.from_batches([b])
-                bufs[i] = t if bufs[i] is None or not bufs[i].num_rows else pa.concat_tables([bufs[i], t])
-                return
-
-    for i in range(n):
-        refill(i)
-    out, out_rows = [], 0
-    while True:
-        active = [i for i in range(n) if not done[i]]
-        if not active:
-            out.extend(b for b in bufs if b is not None and b.num_rows)
-            if out:
-                yield pa.concat_tables(out)
-            return
-        lasts = {}
-        for i in active:
-            o, e = _keys(bufs[i].slice(bufs[i].num_rows - 1))
-            lasts[i] = (int(o[0]), int(e[0]))
-        bo, be = min(lasts.values())
-        for i in range(n):
-            if bufs[i] is None or not bufs[i].num_rows:
-                continue
-            o, e = _keys(bufs[i])
-            k = int(np.count_nonzero((o < bo) | ((o == bo) & (e < be))))  # a prefix: rows are sorted
-            if k:
-                out.append(bufs[i].slice(0, k))
-                out_rows += k
-                bufs[i] = bufs[i].slice(k)
-        if out_rows >= chunk_rows:  # collect small emissions so that each stage call has work
-            yield pa.concat_tables(out)
-            out, out_rows = [], 0
-        for i in active:
-            if lasts[i] == (bo, be):
-                refill(i)
-
-
-class _KeyedRows:
-    """A per-array-event table (trigger, showers) sorted once by (obs_id, event_id), so
-    that each chunk joins only the rows in its key range (cost per chunk, not per input)."""
-
-    def __init__(self, table: pa.Table | None):
-        import numpy as np
-        self.table = None
-        if table is None:
-            return
-        self.np = np
-        o, e = _keys(table)
-        do, de = np.diff(o), np.diff(e)
-        if (do < 0).any() or ((do == 0) & (de < 0)).any():  # dvp writes them sorted: no copy then
-            table = table.sort_by([(S.OBS_ID, "ascending"), (S.EVENT_ID, "ascending")])
-            o, e = _keys(table)
-        self.table, self.obs, self.ev = table, o, e
-
-    def _pos(self, o, e, side):
-        np = self.np
-        lo, hi = np.searchsorted(self.obs, o, "left"), np.searchsorted(self.obs, o, "right")
-        return int(lo + np.searchsorted(self.ev[lo:hi], e, side))
-
-    def rows_for(self, chunk: pa.Table) -> pa.Table | None:
-        if self.table is None:
-            return None
-        o, e = _keys(chunk)
-        i = self.np.lexsort((e, o))
-        first, last = i[0], i[-1]
-        lo, hi = self._pos(o[first], e[first], "left"), self._pos(o[last], e[last], "right")
-        return self.table.slice(lo, max(hi - lo, 0))
-
-
-def dl1_to_dl2(inputs, output, config=None, *, overwrite=False, progress=None, command="dl1-to-dl2",
-               chunk_rows: int | None = DL2_CHUNK_ROWS) -> RunSummary:
-    """Reconstruct the stereo geometry of DL1 product directories into one DL2 product directory.
-
-    Writes ``dl2/part-00000.parquet`` (one row per array event, true values joined for
-    simulations) and ``dl2_telescopes/part-00000.parquet`` (one row per telescope event:
-    impact distance, used flag), and carries instrument/, simulation/, trigger/ and the
-    DL1 parameters (``dl1/``, without images: the inputs of ``dvp train``) over.
-
-    Only the parameter columns the reconstruction needs are read, in chunks of complete
-    array events (a merge of the telescope-type files by event key, ``chunk_rows``
-    telescope events per file and step), and the outputs are written chunk by chunk, so
-    the DL1 part of the memory is bounded by ``chunk_rows``. A product whose files are not
-    in event order is read whole (about 100 bytes per telescope event); ``chunk_rows=None``
-    does that for every product. The trigger and shower tables (about 130 bytes per array
-    event) are held whole for the joins; their copies into the output are streamed. The
-    outputs are identical for any ``chunk_rows``.
-    """
+def run_dl2_task(task: DL2Task) -> dict:
+    """Reconstruct the events of one key range into ``<staging>/dl2/<name>.parquet`` and
+    ``<staging>/dl2_telescopes/<name>.parquet`` (renamed when complete), then write the
+    task record. Reads only the range's row groups and the needed columns."""
     import pyarrow.compute as pc
 
-    from .config import Config
-    from .instrument.subarray import SubarrayDescription
-    from .io.parquet import TableWriter
+    from .config import config_from_data
+    from .io.keyrange import key_from_json, read_key_range_concat
     from .stages.dl1_to_dl2 import dl1_to_dl2 as stage
     from .stages.dl1_to_dl2 import required_columns
 
-    if chunk_rows is not None and (int(chunk_rows) != chunk_rows or chunk_rows < 1):
-        raise DvpError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+    _inject_fault(task.name)
+    cfg = config_from_data(json.loads(task.config), "run config").dl1_to_dl2
+    lo, hi = key_from_json(task.lo), key_from_json(task.hi)
+    dl1 = read_key_range_concat(task.files, required_columns(cfg), lo, hi)
+    dl1 = dl1 if dl1 is not None else S.schema(S.DL1_EVENTS).empty_table().select(list(required_columns(cfg)))
+    keys = [S.OBS_ID, S.EVENT_ID]
+    pointing = read_key_range_concat(task.trigger, [*keys, S.POINTING_ALT, S.POINTING_AZ], lo, hi)
+    showers = None
+    if task.showers:
+        names = pq.read_schema(task.showers[0]).names
+        showers = read_key_range_concat(task.showers, [*keys, *(c for c in S.DL2_TRUE_COLUMNS if c in names)], lo, hi)
+    ev, tel = stage(dl1, _subarray(task.product), cfg, array_pointing=pointing, showers=showers, source=task.source)
+    staging = Path(task.staging)
+    out = _StagedParts(staging, "dl2", task.name, S.DL2_EVENTS, json.loads(task.provenance),
+                       min_row_group_bytes=CARRY_ROW_GROUP_BYTES)
+    try:
+        out.open_table("dl2", S.DL2_EVENTS).write(ev)
+        out.open_table("dl2_telescopes", S.DL2_TELESCOPE_EVENTS).write(tel)
+        parts = out.commit()
+    except BaseException:
+        out.abort()
+        raise
+    record = {"task": task.name, "input": task.product, "key_range": [task.lo, task.hi], "rows_in": dl1.num_rows,
+              "array_events": ev.num_rows, "valid": int(pc.sum(ev.column(S.RECO_IS_VALID)).as_py() or 0),
+              "parts": parts}
+    _write_json_atomic(staging / "tasks" / f"{task.name}.json", record)
+    return record
+
+
+def _plan_product_ranges(files, task_rows: int, source) -> list:
+    from .io.keyrange import plan_key_ranges
+    try:
+        return plan_key_ranges(files, task_rows)
+    except ValueError as e:
+        raise DvpError(f"{source}: {e}") from None
+
+
+def dl1_to_dl2(inputs, output, config=None, *, overwrite=False, progress=None, command="dl1-to-dl2",
+               workers: int | None = 1, scheduler: str | None = None, skip_failed: bool = False,
+               task_rows: int = DL2_TASK_ROWS) -> RunSummary:
+    """Reconstruct the stereo geometry of DL1 product directories into one DL2 product directory.
+
+    Writes ``dl2/part-<input>-<range>.parquet`` (one row per array event, true values
+    joined for simulations) and ``dl2_telescopes/`` (one row per telescope event: impact
+    distance, used flag), and carries instrument/, simulation/, trigger/ and the DL1
+    parameters (``dl1/``, without images: the inputs of ``dvp train``) over.
+
+    Each product is cut into ranges of (obs_id, event_id) of about ``task_rows``
+    telescope events (at row-group starts, from the files' statistics), one task each:
+    a task reads only its range's row groups and the columns the reconstruction needs
+    (about 100 bytes per telescope event), and the trigger and shower rows of the same
+    range, so memory is bounded by ``task_rows`` whatever the input size. Rows need not
+    be in event order; files without key statistics make one task per product. Tasks
+    run as in :func:`r1_to_dl1` (``workers``, Dask ``scheduler``, staging directory,
+    resume, ``skip_failed``), and the concatenated outputs are the same for any
+    ``task_rows`` and any executor.
+    """
+    from .config import Config
+    from .instrument.subarray import SubarrayDescription
+    from .io.keyrange import key_json, paths
+    from .stages.dl1_to_dl2 import required_columns
+
+    if int(task_rows) != task_rows or task_rows < 1:
+        raise DvpError(f"task size must be a positive integer, got {task_rows!r}")
     config = config or Config()
     cfg = config.dl1_to_dl2
     products = expand_products(inputs, "dl1")
@@ -1030,68 +939,70 @@ def dl1_to_dl2(inputs, output, config=None, *, overwrite=False, progress=None, c
     for p in products:
         if p != products[0] and SubarrayDescription.read(p).fingerprint() != subarray.fingerprint():
             raise InputError(p, f"instrument differs from {products[0]}; process different arrays separately")
-        files = _level_files(p, "dl1")
-        work.append((p, [(f, _open_checked(f, S.DL1_EVENTS, columns)) for _, f in files]))
+        files = [f for _, f in _level_files(p, "dl1")]
+        pfs = [_open_checked(f, S.DL1_EVENTS, columns) for f in files]
+        work.append((p, files, sum(pf.metadata.num_rows for pf in pfs)))
     carried = _carried_files(products)
-    # the joins need these whole (sorted once); the copies into the output are streamed
-    showers = _KeyedRows(_read_concat(products, "simulation/showers.parquet", S.SIM_SHOWER))
-    pointing = _KeyedRows(_read_concat(products, "trigger/part-00000.parquet", S.R1_TRIGGER))
     summary = RunSummary(output=Path(output), n_inputs=len(products))
     prov = start_record(command, products, config.to_dict())
-    n_in = n_valid = 0
-    if progress:
-        progress(0, sum(pf.metadata.num_rows for _, files in work for _, pf in files))
-    with ProductWriter(output, overwrite=overwrite) as pw:
-        ev_out = TableWriter(pw.path("dl2", "part-00000.parquet"), S.DL2_EVENTS, prov)
-        tel_out = TableWriter(pw.path("dl2_telescopes", "part-00000.parquet"), S.DL2_TELESCOPE_EVENTS, prov)
-        for p, files in work:
-            if chunk_rows is not None and all(_is_event_ordered(pf, f) for f, pf in files):
-                chunks = _event_chunks(files, columns, int(chunk_rows))
+    config_json = json.dumps(config.to_dict(), sort_keys=True)
+    fingerprint = _fingerprint(command, [r for r in prov["inputs"]], config_json, int(task_rows))
+    staging = _prepare_staging(output, fingerprint, overwrite, summary)
+    prov_json = json.dumps(prov, default=str)
+    tasks, done, n_rows = [], {}, 0
+    for k, (p, files, rows) in enumerate(work):
+        n_rows += rows
+        trig = sorted((p / "trigger").glob("*.parquet"))
+        show = [p / "simulation" / "showers.parquet"] if (p / "simulation" / "showers.parquet").is_file() else []
+        for i, (lo, hi) in enumerate(_plan_product_ranges(files, int(task_rows), p / "dl1")):
+            t = DL2Task(str(products[0].resolve()), paths(files), key_json(lo), key_json(hi), f"part-{k:06d}-{i:06d}",
+                        str(p / "dl1"), paths(trig), paths(show), str(staging), config_json, prov_json)
+            rec = _verified(staging, t.name)
+            if rec:
+                done[t.name] = rec
             else:
-                chunks = [_read_whole(files, columns)]
-            for dl1 in chunks:
-                if dl1 is None or dl1.num_rows == 0:
-                    continue
-                ev, tel = stage(dl1, subarray, cfg, array_pointing=pointing.rows_for(dl1),
-                                showers=showers.rows_for(dl1), source=str(p / "dl1"))
-                ev_out.write(ev)
-                tel_out.write(tel)
-                n_in += dl1.num_rows
-                n_valid += int(pc.sum(ev.column(S.RECO_IS_VALID)).as_py() or 0)
-                if progress:
-                    progress(dl1.num_rows)
-        ev_out.close()
-        tel_out.close()
-        summary.n_array_events = ev_out.rows
-        summary.n_tel_events = {"dl1": n_in}
-        finish_dl2_product(pw, subarray, carried, products, prov, summary, t0,
-                           {"telescope_events_in": n_in, "array_events_out": ev_out.rows,
-                            "valid_reconstructions": n_valid})
+                tasks.append(t)
+    if progress:
+        progress(0, n_rows)
+        progress(sum(r["rows_in"] for r in done.values()))
+    summary.n_tasks, summary.n_resumed = len(tasks) + len(done), len(done)
+    log.info("dl1-to-dl2: %d tasks (%d done by an earlier run), %s", summary.n_tasks, len(done),
+             f"Dask scheduler {scheduler}" if scheduler else f"{workers or 'all'} local worker(s)")
+    failures = _run_staged(run_dl2_task, tasks, done, workers=workers, scheduler=scheduler,
+                           progress=progress, advance=lambda r: r["rows_in"])
+    summary.failures = [f"{t.source} events {t.lo or 'start'}-{t.hi or 'end'}: {e}" for t, e in failures]
+    if failures and not skip_failed:
+        _raise_failures(failures, summary.n_tasks, done, staging)
+    recs = [done[n] for n in sorted(done)]
+    n_in = sum(r["rows_in"] for r in recs)
+    summary.n_array_events = sum(r["array_events"] for r in recs)
+    summary.n_tel_events = {"dl1": n_in}
+    finish_dl2_staging(staging, output, subarray, carried, products, prov, summary, t0, recs,
+                       {"telescope_events_in": n_in, "array_events_out": summary.n_array_events,
+                        "valid_reconstructions": sum(r["valid"] for r in recs)},
+                       executor={"workers": workers, "scheduler": scheduler})
     return summary
 
 
-def finish_dl2_product(pw, subarray, carried, products, prov, summary, t0, counts) -> None:
-    """Complete a DL2-level product (dl1-to-dl2, apply-models): instrument, carried
-    simulation/trigger tables, the DL1 parameters (the features of later models),
-    provenance.json; then commit it."""
-    subarray.write(pw.tmp, lambda t, p, n: write_table(t, p, n, prov))
-    _carry(carried, pw.tmp, prov)
-    _carry_dl1(products, pw.tmp, prov)
+def finish_dl2_staging(staging: Path, output, subarray, carried, products, prov, summary, t0, recs, counts,
+                       executor=None) -> None:
+    """Complete a DL2-level product built by tasks in ``staging`` (dl1-to-dl2,
+    apply-models): instrument, carried simulation/trigger tables, the DL1 parameters (the
+    features of later models), provenance.json with the task list; then commit it."""
+    import shutil
+    subarray.write(staging, lambda t, p, n: write_table(t, p, n, prov))
+    for sub in ("simulation", "trigger", "dl1"):   # what an interrupted run carried is carried again
+        shutil.rmtree(staging / sub, ignore_errors=True)
+    _carry(carried, staging, prov)
+    _carry_dl1(products, staging, prov)
     summary.seconds = time.perf_counter() - t0
-    record = dict(prov, stop=now(), seconds=round(summary.seconds, 3), counts=counts,
+    tasks_out = [{"task": r["task"], "input": r["input"], "key_range": r["key_range"], "rows_in": r["rows_in"],
+                  **{f"{lvl}_sha256": part["sha256"] for lvl, part in r["parts"].items()}} for r in recs]
+    record = dict(prov, stop=now(), seconds=round(summary.seconds, 3), counts=counts, tasks=tasks_out,
+                  failed=summary.failures, executor=executor or {},
                   levels=["instrument", "simulation", "dl1", "dl2"])
-    pw.path("provenance.json").write_text(json.dumps(record, indent=1, default=str))
-    pw.commit()
-
-
-def _read_whole(files, columns):
-    parts = []
-    for f, pf in files:
-        try:
-            parts.append(pf.read(columns=columns))
-        except (OSError, pa.ArrowException) as e:
-            raise InputError(f, f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
-    return _concat(parts, S.DL1_EVENTS) if parts else None
+    (staging / "provenance.json").write_text(json.dumps(record, indent=1, default=str))
+    _commit_staging(staging, output)
 
 
 # -- toy simulation ----------------------------------------------------------------------

@@ -2,6 +2,7 @@
 DL2 product directory out, atomically, with provenance (see :mod:`dvp.runner`)."""
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,9 +14,9 @@ import pyarrow.parquet as pq
 
 from . import schemas as S
 from .errors import DvpError, InputError
-from .io.parquet import ProductWriter, TableWriter
+from .io.parquet import ProductWriter
 from .provenance import input_record, now, start_record
-from .runner import _carried_files, expand_products, finish_dl2_product
+from .runner import APPLY_TASK_ROWS, _carried_files, expand_products
 
 
 @dataclass
@@ -55,7 +56,7 @@ def train(kind, signal, background=(), output=None, config=None, *, overwrite=Fa
     from .config import Config
     from .ml.dataset import telescope_types
     from .ml.features import FeatureSpec
-    from .ml.model import KINDS, ModelSet, fit
+    from .ml.model import KINDS, ModelSet, _run_fit_task, finish_fit, fit_error, plan_fit
     from .ml.split import group_uniform
 
     if kind not in KINDS:
@@ -83,6 +84,7 @@ def train(kind, signal, background=(), output=None, config=None, *, overwrite=Fa
     boosters = {}
     if progress:
         progress(0, len(types) * (ml.n_folds + 1))
+    plans, keep = {}, {}
     for tel_type in types:
         parts = [r for r in (_training_rows(spec, sig, tel_type, extra, 1),
                              _training_rows(spec, bkg, tel_type, extra, 0) if bkg else None) if r is not None]
@@ -100,25 +102,38 @@ def train(kind, signal, background=(), output=None, config=None, *, overwrite=Fa
             cut = np.quantile(u[usable], ml.max_telescope_events / usable.sum())
             usable &= u <= cut
         n_use = int(usable.sum())
+        summary.n_tel_events[tel_type] = n_use
         if n_use < 4 * ml.n_folds or (kind == "particle" and len(set(y[usable].tolist())) < 2):
-            summary.n_tel_events[tel_type] = n_use
             if progress:
                 progress(ml.n_folds + 1)
             continue   # too few to train: this type gets no model (its predictions stay invalid)
-        base = progress
-        res = fit(kind, X[usable], y[usable], cols[S.OBS_ID][usable], cols[S.EVENT_ID][usable], ml,
-                  log10_intensity=np.log10(cols[S.HILLAS_INTENSITY][usable]), feature_names=spec.features,
-                  progress=(lambda k: base(1)) if base else None, workers=workers, scheduler=scheduler)
-        boosters[tel_type] = res.booster
+        plans[tel_type] = plan_fit(kind, X[usable], y[usable], cols[S.OBS_ID][usable], cols[S.EVENT_ID][usable], ml,
+                                   log10_intensity=np.log10(cols[S.HILLAS_INTENSITY][usable]),
+                                   feature_names=spec.features)
         particles = {}
         for role in (1, 0):
             m = usable & (cols["role"] == role)
             if m.any():
                 vals, counts = np.unique(cols[S.PARTICLE][m].astype(str), return_counts=True)
                 particles["signal" if role else "background"] = dict(zip(vals.tolist(), counts.tolist()))
+        keep[tel_type] = (particles, int(len(y)))
+    # every type's K + 1 fits in one task list: one pool (or Dask session) for the run
+    from .executor import run_tasks
+    todo = [(tel_type, t) for tel_type, plan in plans.items() for t in plan.tasks]
+    results: dict = {tel_type: {} for tel_type in plans}
+    for i, res, err in run_tasks(_run_fit_task, [t for _, t in todo], workers=workers, scheduler=scheduler):
+        if err is not None:
+            raise fit_error(err)
+        tel_type, t = todo[i]
+        results[tel_type][t.k] = res
+        if progress:
+            progress(1)
+    for tel_type, plan in plans.items():
+        res = finish_fit(plan, results[tel_type])
+        boosters[tel_type] = res.booster
+        particles, n_available = keep[tel_type]
         meta_types[tel_type] = {"file": f"{tel_type}.lgb.txt", **res.info, "particles": particles,
-                                "n_available": int(len(y))}
-        summary.n_tel_events[tel_type] = n_use
+                                "n_available": n_available}
         summary.cv[tel_type] = {k: v for k, v in res.info["cv"].items() if k.endswith("_mean")}
     if not boosters:
         raise DvpError(f"no telescope type has enough usable telescope events to train "
@@ -171,9 +186,11 @@ def _aligned(keys: pl.DataFrame, values: pl.DataFrame, on) -> pl.DataFrame:
     return keys.join(values, on=on, how="left", maintain_order="left")
 
 
-def _apply_product(product, models, weights, ev: pa.Table, tel: pa.Table, progress=None):
-    """Add the model columns to one product's dl2 (``ev``) and dl2_telescopes (``tel``)."""
-    from .ml.dataset import columns_as_numpy, load_telescope_events, telescope_types
+def _apply(models, weights, ev: pa.Table, tel: pa.Table, tel_types, load, progress=None):
+    """Add the model columns to the dl2 rows ``ev`` and dl2_telescopes rows ``tel`` of a
+    set of whole array events. ``load(tel_type, dl1_columns, tel_columns)`` gives that
+    type's telescope events (keys, DL1 parameters, ``tel``'s columns) as a polars frame."""
+    from .ml.dataset import columns_as_numpy, join_features, split_columns
     from .ml.features import WEIGHT_COLUMNS
     from .stages.dl2_models import combine_events, predict_telescopes, telescope_columns
 
@@ -186,25 +203,27 @@ def _apply_product(product, models, weights, ev: pa.Table, tel: pa.Table, progre
         ev_pl = pl.from_arrow(ev.select([c for c in ev.column_names if c in (*keys2, *S.column_names(
             S.DL2_EVENTS, optional=True)) and not isinstance(ev.schema.field(c).type, pa.ListType)]))
         need = sorted({*model.spec.columns, *WEIGHT_COLUMNS} - set(ev_pl.columns))
+        dl1_cols, tel_cols, _ = split_columns(need)   # dl2 columns all come from ev_pl (checked up front)
+        ev_sel = ev_pl.select([c for c in ev_pl.columns if c in (*keys2, *model.spec.columns)])
         preds = []
-        for tel_type in telescope_types(product):
-            df = load_telescope_events(product, tel_type, need)
-            df = df.join(ev_pl.select([c for c in ev_pl.columns if c in (*keys2, *model.spec.columns)]),
-                         on=keys2, how="left", maintain_order="left")
+        for tel_type in tel_types:
+            df = join_features(load(tel_type, dl1_cols, tel_cols), None, ev_sel).collect()
             cols = columns_as_numpy(df)
             preds.append(predict_telescopes(model, tel_type, cols, df.height, weights.get(model.kind)))
             if progress:
                 progress(df.height)
-        P = pa.concat_tables(preds) if preds else None
-        if P is None or not P.num_rows:
-            continue
-        tcols = telescope_columns(model.kind, P)
-        tel_new = pl.DataFrame({**{k: P.column(k).to_numpy() for k in keys3}, **tcols})
-        t = _aligned(pl.from_arrow(tel.select(keys3)), tel_new, keys3)
+        if preds and sum(x.num_rows for x in preds):
+            P = pa.concat_tables(preds)
+            tcols = telescope_columns(model.kind, P)
+            tel_new = pl.DataFrame({**{k: P.column(k).to_numpy() for k in keys3}, **tcols})
+            t = _aligned(pl.from_arrow(tel.select(keys3)), tel_new, keys3)
+            e = _aligned(pl.from_arrow(ev.select(keys2)), pl.from_arrow(combine_events(model.kind, P)), keys2)
+        else:   # no telescope event here: the columns still exist (every part file has the same schema)
+            t = pl.DataFrame({tel_value: np.full(tel.num_rows, np.nan), tel_valid: np.zeros(tel.num_rows, bool)})
+            e = pl.DataFrame({c: np.full(ev.num_rows, np.nan) for c in (value_col, uncert_col) if c}).with_columns(
+                pl.Series(valid_col, np.zeros(ev.num_rows, bool)), pl.Series(n_col, np.zeros(ev.num_rows, np.int16)))
         tel = tel.append_column(tel_value, pa.array(t[tel_value].fill_null(np.nan).to_numpy()))
         tel = tel.append_column(tel_valid, pa.array(t[tel_valid].fill_null(False).to_numpy()))
-        E = pl.from_arrow(combine_events(model.kind, P))
-        e = _aligned(pl.from_arrow(ev.select(keys2)), E, keys2)
         for c in (value_col, uncert_col):
             if c:
                 ev = ev.append_column(c, pa.array(e[c].fill_null(np.nan).to_numpy()))
@@ -213,8 +232,108 @@ def _apply_product(product, models, weights, ev: pa.Table, tel: pa.Table, progre
     return ev, tel
 
 
+@dataclass(frozen=True)
+class ApplyTask:
+    """One apply-models work unit: the array events of one product with keys in ``[lo, hi)``."""
+
+    product: str
+    name: str
+    lo: list | None
+    hi: list | None
+    dl1: tuple              # ((tel_type, (file, ...)), ...)
+    dl2: tuple              # the product's dl2/ files
+    dl2_telescopes: tuple   # its dl2_telescopes/ files
+    models: tuple           # model-set directories, in application order
+    weights: str            # JSON {kind: combination weights}
+    staging: str
+    provenance: str         # JSON
+
+
+_MODEL_SETS: dict = {}
+
+
+def _model_sets(directories: tuple) -> list:
+    """The model sets of a task, loaded once per worker process."""
+    if directories not in _MODEL_SETS:
+        from .ml.model import ModelSet
+        _MODEL_SETS[directories] = [ModelSet.load(Path(d)) for d in directories]
+    return _MODEL_SETS[directories]
+
+
+def run_apply_task(task: ApplyTask) -> dict:
+    """Apply the models to one key range: ``<staging>/dl2/<name>.parquet`` and
+    ``dl2_telescopes/<name>.parquet`` (renamed when complete), then the task record."""
+    from .io.keyrange import key_from_json, read_key_range_concat
+    from .ml.dataset import TEL_KEYS
+    from .runner import _inject_fault, _StagedParts, _write_json_atomic
+
+    _inject_fault(task.name)
+    models = _model_sets(task.models)
+    weights = json.loads(task.weights)
+    lo, hi = key_from_json(task.lo), key_from_json(task.hi)
+    ev = S.validate(read_key_range_concat(task.dl2, None, lo, hi), S.DL2_EVENTS, source=f"{task.product}/dl2")
+    tel = S.validate(read_key_range_concat(task.dl2_telescopes, None, lo, hi), S.DL2_TELESCOPE_EVENTS,
+                     source=f"{task.product}/dl2_telescopes")
+    dl1_files = dict(task.dl1)
+    tel_pl = pl.from_arrow(tel)
+
+    def load(tel_type, dl1_cols, tel_cols):
+        d = pl.from_arrow(read_key_range_concat(dl1_files[tel_type], [*TEL_KEYS, *dl1_cols], lo, hi))
+        return d.join(tel_pl.select([*TEL_KEYS, *tel_cols]), on=list(TEL_KEYS), how="left") if tel_cols else d
+
+    ev, tel = _apply(models, weights, ev, tel, sorted(dl1_files), load)
+    staging = Path(task.staging)
+    out = _StagedParts(staging, "dl2", task.name, S.DL2_EVENTS, json.loads(task.provenance), min_row_group_bytes=0)
+    try:
+        out.open_table("dl2", S.DL2_EVENTS).write(ev)
+        out.open_table("dl2_telescopes", S.DL2_TELESCOPE_EVENTS).write(tel)
+        parts = out.commit()
+    except BaseException:
+        out.abort()
+        raise
+    valid = {m.kind: int(np.sum(ev.column(S.MODEL_COLUMNS[m.kind][2]).to_numpy(zero_copy_only=False)))
+             for m in models}
+    record = {"task": task.name, "input": task.product, "key_range": [task.lo, task.hi], "rows_in": tel.num_rows,
+              "array_events": ev.num_rows, "valid": valid, "parts": parts}
+    _write_json_atomic(staging / "tasks" / f"{task.name}.json", record)
+    return record
+
+
+def _check_model_inputs(product: Path, sets, dl1_files) -> None:
+    """Every column the models read exists in ``product`` (or is made by an earlier
+    model): else a one-line error before any work."""
+    from .ml.dataset import split_columns
+    from .ml.features import WEIGHT_COLUMNS
+    from .runner import _open_checked
+
+    def names(files):   # the columns every file has (opening each checks it is readable)
+        out = None
+        for f in files:
+            n = set(_open_checked(f, S.DL1_EVENTS, ()).schema_arrow.names)
+            out = n if out is None else out & n
+        return out or set()
+
+    ev_files = sorted((product / "dl2").glob("*.parquet"))
+    tel_files = sorted((product / "dl2_telescopes").glob("*.parquet"))
+    for d, files in (("dl2", ev_files), ("dl2_telescopes", tel_files)):
+        if not files:
+            raise InputError(product / d, "no Parquet file")
+    have_dl1, have_tel, have_ev = names(dl1_files), names(tel_files), names(ev_files)
+    for m in sets:
+        dl1_cols, tel_cols, ev_cols = split_columns(sorted({*m.spec.columns, *WEIGHT_COLUMNS}))
+        for cols, have, files in ((dl1_cols, have_dl1, dl1_files), (tel_cols, have_tel, tel_files),
+                                  (ev_cols, have_ev, ev_files)):
+            missing = [c for c in cols if c not in have]
+            if missing:
+                hint = " (apply an energy model first: dvp apply-models)" if missing[0] == S.RECO_ENERGY else ""
+                where = next(f for f in files if missing[0] not in pq.read_schema(f).names)
+                raise InputError(where, f"missing column {missing[0]!r}{hint}")
+        have_ev |= {c for c in S.MODEL_COLUMNS[m.kind][:4] if c}
+
+
 def apply_models(inputs, models, output, *, weights=None, overwrite=False, progress=None,
-                 command="apply-models"):
+                 command="apply-models", workers: int | None = 1, scheduler: str | None = None,
+                 skip_failed: bool = False, task_rows: int = APPLY_TASK_ROWS):
     """Reconstruct energy and/or gammaness of DL2 products with trained model sets.
 
     Per input product: every telescope event gets its prediction (``dl2_telescopes``:
@@ -223,16 +342,25 @@ def apply_models(inputs, models, output, *, weights=None, overwrite=False, progr
     uncertainty, ``gammaness``, validity, telescopes used). ``weights`` maps a kind to
     the combination weights, overriding the model set's. Everything else (instrument,
     simulation, trigger, DL1 parameters) is carried over.
+
+    The work runs as tasks over (obs_id, event_id) ranges of about ``task_rows``
+    telescope events per product, as :func:`dvp.runner.dl1_to_dl2` does (same executors,
+    staging, resume and ``skip_failed``): memory is bounded by ``task_rows``, and the
+    output is the same for any task size and executor.
     """
     from .config import COMBINE_WEIGHTS
     from .instrument.subarray import SubarrayDescription
-    from .runner import RunSummary
+    from .io.keyrange import key_json, paths
+    from .runner import (RunSummary, _fingerprint, _level_files, _plan_product_ranges, _prepare_staging,
+                         _raise_failures, _run_staged, _verified, finish_dl2_staging, log)
 
     weights = dict(weights or {})
     for kind, w in weights.items():
         if w not in COMBINE_WEIGHTS[kind]:
             raise DvpError(f"--{'energy' if kind == 'energy' else 'gammaness'}-weights: must be one of "
                            f"{', '.join(COMBINE_WEIGHTS[kind])}, got {w!r}")
+    if int(task_rows) != task_rows or task_rows < 1:
+        raise DvpError(f"task size must be a positive integer, got {task_rows!r}")
     sets = load_model_sets(models)
     if not sets:
         raise DvpError("no --models given")
@@ -241,42 +369,60 @@ def apply_models(inputs, models, output, *, weights=None, overwrite=False, progr
         raise DvpError("no input product directories given")
     t0 = time.perf_counter()
     subarray = SubarrayDescription.read(products[0])
+    work = []
     for p in products:
         if p != products[0] and SubarrayDescription.read(p).fingerprint() != subarray.fingerprint():
             raise InputError(p, f"instrument differs from {products[0]}; process different arrays separately")
         if not (p / "dl1").is_dir():
             raise InputError(p, "product has no dl1/ parameters (rerun dvp dl1-to-dl2 with this dvp)")
+        dl1 = _level_files(p, "dl1")
+        _check_model_inputs(p, sets, [f for _, f in dl1])
+        work.append((p, dl1))
     carried = _carried_files(products)
     config = {"models": [{"path": str(m.path.resolve()), "kind": m.kind,
                           "model_set_sha256": input_record(m.path / "model_set.json")["sha256"],
                           "weights": weights.get(m.kind, m.weights)} for m in sets]}
     prov = start_record(command, products, config)
     summary = RunSummary(output=Path(output), n_inputs=len(products))
+    model_dirs = tuple(str(m.path.resolve()) for m in sets)
+    weights_json = json.dumps(weights, sort_keys=True)
+    fingerprint = _fingerprint(command, [r for r in prov["inputs"]], config, weights_json, int(task_rows))
+    staging = _prepare_staging(output, fingerprint, overwrite, summary)
+    prov_json = json.dumps(prov, default=str)
+    tasks, done, n_rows = [], {}, 0
+    for k, (p, dl1) in enumerate(work):
+        by_type: dict = {}
+        for tel_type, f in dl1:
+            by_type.setdefault(tel_type, []).append(f)
+        dl1_t = tuple((t, paths(fs)) for t, fs in sorted(by_type.items()))
+        tel_files = sorted((p / "dl2_telescopes").glob("*.parquet"))
+        n_rows += sum(pq.ParquetFile(f).metadata.num_rows for f in tel_files)
+        for i, (lo, hi) in enumerate(_plan_product_ranges([f for _, f in dl1], int(task_rows), p / "dl1")):
+            t = ApplyTask(str(p.resolve()), f"part-{k:06d}-{i:06d}", key_json(lo), key_json(hi), dl1_t,
+                          paths(sorted((p / "dl2").glob("*.parquet"))), paths(tel_files), model_dirs, weights_json,
+                          str(staging), prov_json)
+            rec = _verified(staging, t.name)
+            if rec:
+                done[t.name] = rec
+            else:
+                tasks.append(t)
     if progress:
-        progress(0, len(sets) * sum(pq.ParquetFile(f).metadata.num_rows
-                                    for p in products for f in (p / "dl2_telescopes").glob("*.parquet")))
-    with ProductWriter(output, overwrite=overwrite) as pw:
-        ev_out = TableWriter(pw.path("dl2", "part-00000.parquet"), S.DL2_EVENTS, prov)
-        tel_out = TableWriter(pw.path("dl2_telescopes", "part-00000.parquet"), S.DL2_TELESCOPE_EVENTS, prov)
-        n_tel = n_valid = 0
-        for p in products:
-            try:
-                ev = pq.read_table(p / "dl2" / "part-00000.parquet")
-                tel = pq.read_table(p / "dl2_telescopes" / "part-00000.parquet")
-            except (OSError, pa.ArrowException) as e:
-                raise InputError(p, f"corrupt or unreadable DL2 table ({str(e).splitlines()[0]})") from None
-            ev = S.validate(ev, S.DL2_EVENTS, source=str(p / "dl2"))
-            tel = S.validate(tel, S.DL2_TELESCOPE_EVENTS, source=str(p / "dl2_telescopes"))
-            ev, tel = _apply_product(p, sets, weights, ev, tel, progress)
-            ev_out.write(ev)
-            tel_out.write(tel)
-            n_tel += tel.num_rows
-            for m in sets:
-                n_valid += int(np.sum(ev.column(S.MODEL_COLUMNS[m.kind][2]).to_numpy(zero_copy_only=False)))
-        ev_out.close()
-        tel_out.close()
-        summary.n_array_events = ev_out.rows
-        summary.n_tel_events = {"dl2_telescopes": n_tel}
-        finish_dl2_product(pw, subarray, carried, products, prov, summary, t0,
-                           {"telescope_events": n_tel, "array_events": ev_out.rows, "valid_predictions": n_valid})
+        progress(0, len(sets) * n_rows)
+        progress(len(sets) * sum(r["rows_in"] for r in done.values()))
+    summary.n_tasks, summary.n_resumed = len(tasks) + len(done), len(done)
+    log.info("apply-models: %d tasks (%d done by an earlier run), %s", summary.n_tasks, len(done),
+             f"Dask scheduler {scheduler}" if scheduler else f"{workers or 'all'} local worker(s)")
+    failures = _run_staged(run_apply_task, tasks, done, workers=workers, scheduler=scheduler,
+                           progress=progress, advance=lambda r: len(sets) * r["rows_in"])
+    summary.failures = [f"{t.product} events {t.lo or 'start'}-{t.hi or 'end'}: {e}" for t, e in failures]
+    if failures and not skip_failed:
+        _raise_failures(failures, summary.n_tasks, done, staging)
+    recs = [done[n] for n in sorted(done)]
+    n_tel = sum(r["rows_in"] for r in recs)
+    summary.n_array_events = sum(r["array_events"] for r in recs)
+    summary.n_tel_events = {"dl2_telescopes": n_tel}
+    finish_dl2_staging(staging, output, subarray, carried, products, prov, summary, t0, recs,
+                       {"telescope_events": n_tel, "array_events": summary.n_array_events,
+                        "valid_predictions": {m.kind: sum(r["valid"].get(m.kind, 0) for r in recs) for m in sets}},
+                       executor={"workers": workers, "scheduler": scheduler})
     return summary

@@ -59,15 +59,17 @@ def dl1_products(r1_products, tmp_path_factory):
 def product_tables(product, by_partition: bool = False) -> dict:
     """Relative path → table as Arrow IPC bytes (bit-exact, NaN-safe), Parquet metadata
     (provenance times) left out, row groups merged. With ``by_partition`` the files of a
-    ``tel_type=`` directory are concatenated in name order under the directory's path:
-    how many part files a writer makes is then not content."""
+    ``tel_type=`` directory (or of ``dl2/``, ``dl2_telescopes/``) are concatenated in
+    name order under the directory's path: how many part files a writer makes is then
+    not content."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     product = Path(product)
     groups: dict = {}
     for f in sorted(product.rglob("*.parquet")):
-        key = f.parent if by_partition and f.parent.name.startswith("tel_type=") else f
+        split = f.parent.name.startswith("tel_type=") or f.parent.name in ("dl2", "dl2_telescopes")
+        key = f.parent if by_partition and split else f
         groups.setdefault(str(key.relative_to(product)), []).append(pq.read_table(f).replace_schema_metadata(None))
     out = {}
     for key, tables in groups.items():

@@ -31,13 +31,15 @@ def test_product_layout_schemas_and_true_values(dl2_products, dl1_products):
         dl1_in = pl.read_parquet(dl1_products[RUN202] / "dl1" / t / "*.parquet", columns=S.column_names(S.DL1_EVENTS))
         dl1_out = pl.read_parquet(out / "dl1" / t / "*.parquet")
         assert dl1_out.columns == S.column_names(S.DL1_EVENTS) and dl1_out.equals(dl1_in)
-    ev_schema = pq.read_schema(out / "dl2" / "part-00000.parquet")
-    S.check_file_schema(ev_schema, S.DL2_EVENTS, "dl2")
-    S.check_file_schema(pq.read_schema(out / "dl2_telescopes" / "part-00000.parquet"), S.DL2_TELESCOPE_EVENTS, "t")
-    ev = pq.read_table(out / "dl2" / "part-00000.parquet")
+    ev_file, = (out / "dl2").glob("*.parquet")          # one task: one part
+    tel_file, = (out / "dl2_telescopes").glob("*.parquet")
+    assert ev_file.name == tel_file.name == "part-000000-000000.parquet"
+    S.check_file_schema(pq.read_schema(ev_file), S.DL2_EVENTS, "dl2")
+    S.check_file_schema(pq.read_schema(tel_file), S.DL2_TELESCOPE_EVENTS, "t")
+    ev = pq.read_table(ev_file)
     assert S.TRUE_ENERGY in ev.column_names and not ev.column(S.TRUE_ENERGY).null_count
     assert set(ev.column(S.PARTICLE).to_pylist()) == {"proton"}
-    tel = pq.read_table(out / "dl2_telescopes" / "part-00000.parquet")
+    tel = pq.read_table(tel_file)
     n_used = ev.column(S.N_TELS_USED).to_numpy()
     assert [len(x) for x in ev.column(S.RECO_TELESCOPES).to_pylist()] == n_used.tolist()
     assert tel.column(S.RECO_USED).to_numpy().sum() == n_used.sum()
@@ -100,11 +102,12 @@ def test_cli_writes_product_readable_without_dvp(dl1_products, tmp_path):
 
 
 def _dl2_tables(out):
-    """The DL2 tables as Arrow IPC bytes of one chunk each: equal bytes = equal values,
-    NaNs included (``Table.equals`` takes NaN != NaN)."""
+    """The DL2 tables (every part file, in name order) as Arrow IPC bytes of one chunk
+    each: equal bytes = equal values, NaNs included (``Table.equals`` takes NaN != NaN)."""
     out_bytes = []
     for d in ("dl2", "dl2_telescopes"):
-        t = pq.read_table(out / d / "part-00000.parquet").replace_schema_metadata(None).combine_chunks()
+        files = sorted((out / d).glob("*.parquet"))
+        t = pa.concat_tables([pq.read_table(f).replace_schema_metadata(None) for f in files]).combine_chunks()
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, t.schema) as w:
             w.write_table(t)
@@ -112,33 +115,38 @@ def _dl2_tables(out):
     return out_bytes
 
 
-def test_chunked_runner_matches_whole_read(dl1_products, tmp_path):
-    """Any chunk size (1 telescope event per file and step .. more than the input) gives
-    the tables of the all-at-once run, value for value; so do unordered inputs."""
-    product = dl1_products[RUN202]
-    whole = _dl2_tables(dl1_to_dl2([product], tmp_path / "whole", chunk_rows=None).output)
+def _small_row_groups(src, dst, reverse=False):
+    """A copy of a DL1 product with row groups of 2 rows (optionally rows reversed)."""
+    shutil.copytree(src, dst)
+    for f in (dst / "dl1").rglob("*.parquet"):
+        t = pq.read_table(f)
+        if reverse:
+            t = t.take(np.arange(t.num_rows)[::-1].copy())
+        pq.write_table(t, f, row_group_size=2)
+    return dst
+
+
+def test_task_split_matches_one_task(dl1_products, tmp_path):
+    """Any task size (one row group per task .. more than the input) gives the tables
+    of the single-task run, value for value; so do rows in reverse event order."""
+    product = _small_row_groups(dl1_products[RUN202], tmp_path / "small")
+    whole = _dl2_tables(dl1_to_dl2([product], tmp_path / "whole", task_rows=10**9).output)
     n_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in (product / "dl1").rglob("*.parquet"))
     assert len(list((product / "dl1").iterdir())) >= 2  # several telescope types to merge
     assert whole[0][0] == 6 and whole[1][0] == n_rows
-    for k in (1, 2, 3, 5, 7, n_rows, 10 * n_rows):
-        got = _dl2_tables(dl1_to_dl2([product], tmp_path / f"k{k}", chunk_rows=k).output)
-        for a, b in zip(whole, got):
-            assert a == b, k
-    # rows in reverse event order in every file: detected, read whole, same result
-    shuffled = tmp_path / "shuffled"
-    shutil.copytree(product, shuffled)
-    for f in (shuffled / "dl1").rglob("*.parquet"):
-        t = pq.read_table(f)
-        pq.write_table(t.take(np.arange(t.num_rows)[::-1].copy()), f)
-    got = _dl2_tables(dl1_to_dl2([shuffled], tmp_path / "unordered", chunk_rows=1).output)
-    for a, b in zip(whole, got):
-        assert a == b
+    for k in (1, 2, 3, 5, 7, n_rows):
+        out = dl1_to_dl2([product], tmp_path / f"k{k}", task_rows=k).output
+        if k == 1:
+            assert len(list((out / "dl2").glob("*.parquet"))) >= 4
+        assert _dl2_tables(out) == whole, k
+    shuffled = _small_row_groups(dl1_products[RUN202], tmp_path / "shuffled", reverse=True)
+    assert _dl2_tables(dl1_to_dl2([shuffled], tmp_path / "unordered", task_rows=3).output) == whole
 
 
-def test_event_chunks_are_complete_events_in_order(tmp_path):
-    """The k-way merge over per-type files yields every row once, each array event whole
-    in a single chunk, chunks in increasing key order."""
-    from dvp.runner import _event_chunks
+def test_key_ranges_read_every_row_once_and_never_split_an_event(tmp_path):
+    """plan_key_ranges + read_key_range over per-type files: every row in exactly one
+    range, all rows of an array event in the same range, ranges in key order."""
+    from dvp.io.keyrange import plan_key_ranges, read_key_range
 
     rng = np.random.default_rng(1)
     files = []
@@ -149,14 +157,28 @@ def test_event_chunks_are_complete_events_in_order(tmp_path):
         t = pa.table({S.OBS_ID: obs, S.EVENT_ID: ev.astype(np.int64), "row": np.arange(len(ev)) + 1000 * i})
         f = tmp_path / f"{i}.parquet"
         pq.write_table(t, f, row_group_size=7)
-        files.append((f, pq.ParquetFile(f)))
-    total = sum(pf.metadata.num_rows for _, pf in files)
+        files.append(f)
+    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     for k in (1, 3, 50, 1000):
-        chunks = list(_event_chunks(files, [S.OBS_ID, S.EVENT_ID, "row"], k))
+        ranges = plan_key_ranges(files, k)
+        assert ranges[0][0] is None and ranges[-1][1] is None
+        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))   # contiguous
+        chunks = [pa.concat_tables([read_key_range(f, [S.OBS_ID, S.EVENT_ID, "row"], lo, hi) for f in files])
+                  for lo, hi in ranges]
         rows = np.concatenate([c.column("row").to_numpy() for c in chunks])
         assert len(rows) == total and len(np.unique(rows)) == total
         keys = [set(zip(c.column(S.OBS_ID).to_pylist(), c.column(S.EVENT_ID).to_pylist())) for c in chunks]
         for a, b in zip(keys, keys[1:]):
-            assert max(a) < min(b)  # disjoint and increasing: no event split across chunks
+            assert max(a) < min(b)  # disjoint and increasing: no event split across ranges
         if k == 1:
-            assert len(chunks) > 10
+            assert len(ranges) > 3
+        if k == 1000:
+            assert ranges == [(None, None)]
+    # without statistics (or with row groups overlapping everywhere): one range
+    f = tmp_path / "nostats.parquet"
+    pq.write_table(pq.read_table(files[0]), f, write_statistics=False, row_group_size=7)
+    assert plan_key_ranges([f, files[1]], 3) == [(None, None)]
+    shuffled = tmp_path / "shuffled.parquet"
+    t = pq.read_table(files[2])
+    pq.write_table(t.take(rng.permutation(t.num_rows)), shuffled, row_group_size=7)
+    assert plan_key_ranges([shuffled], 3) == [(None, None)]

@@ -30,7 +30,7 @@ def _angle(alt1, az1, alt2, az2):
 @pytest.mark.parametrize("name", STEMS)
 def test_geometry_matches_ctapipe(name, dl2_products):
     ref = pl.read_parquet(REFERENCE / f"{name}.dl2.parquet")
-    ours = pl.read_parquet(dl2_products[name] / "dl2" / "part-00000.parquet")
+    ours = pl.read_parquet(dl2_products[name] / "dl2" / "*.parquet")
     assert sorted(zip(ref["obs_id"], ref["event_id"])) == sorted(zip(ours["obs_id"], ours["event_id"]))
     j = ref.join(ours, on=["obs_id", "event_id"], suffix="_dvp")
     valid = j["reco_is_valid"].to_numpy()
@@ -55,6 +55,6 @@ def test_reference_has_valid_stereo_events(dl2_products):
     """Guard: the comparison above covers real reconstructions, not only invalid events."""
     n_valid = sum(int(pl.read_parquet(REFERENCE / f"{s}.dl2.parquet")["reco_is_valid"].sum()) for s in STEMS)
     assert n_valid >= 8
-    ours = sum(int(pl.read_parquet(dl2_products[s] / "dl2" / "part-00000.parquet")["reco_is_valid"].sum())
+    ours = sum(int(pl.read_parquet(dl2_products[s] / "dl2" / "*.parquet")["reco_is_valid"].sum())
                for s in STEMS)
     assert ours == n_valid

@@ -14,7 +14,7 @@ from dvp import schemas as S
 from dvp.config import load_config
 from dvp.errors import DvpError, InputError
 from dvp.merge import merge
-from dvp.runner import _is_event_ordered, dl1_to_dl2, r1_to_dl1, simulate
+from dvp.runner import dl1_to_dl2, r1_to_dl1, simulate
 
 from .conftest import run_cli
 
@@ -168,7 +168,6 @@ def test_r1_merge_commutes_with_r1_to_dl1(r1_pair, tmp_path):
         r1_to_dl1([src], dst)
     b = tmp_path / "merge_of_dl1"
     merge(each, b)
-    assert all(_is_event_ordered(pq.ParquetFile(f), f) for f in _files(b, "dl1"))   # dl1-to-dl2 streams it
     parts = sorted(d.name for d in (a / "dl1").iterdir())
     assert parts == sorted(d.name for d in (b / "dl1").iterdir()) and len(parts) == 2
     # r1-to-dl1 may write several files a partition: compare the rows of each directory
@@ -322,6 +321,6 @@ def test_cli(dl1_small, tmp_path):
         f"dvp: error: {out}: output exists (use --overwrite to replace it)"]
     res = run_cli("merge", *dl1_small[2:], "-o", out, "--overwrite", "--row-group-mb", "1")
     assert res.returncode == 0, res.stderr
-    assert "wrote" in res.stderr and "input product(s)" in res.stderr
+    assert "wrote" in res.stderr and "inputs" in res.stderr and "MiB / s" in res.stderr
     assert np.array_equal(pq.read_table(out / "trigger" / "part-00000.parquet").column(S.OBS_ID).unique().to_numpy(),
                           [3, 4])

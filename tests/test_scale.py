@@ -173,24 +173,58 @@ def test_executor_isolates_a_task_that_kills_its_worker(workers):
     assert [r for i, r, e in res if e is None] == [i * i for i in range(16) if i != 7]
 
 
-def test_dl2_from_many_part_files_is_the_same_and_reads_parts_in_chains(r1_set, tmp_path):
-    """dl1-to-dl2 over a task-split DL1 (one part file per row group) equals it over one
-    file per type, and merges the parts of one input file as one chain (bounded memory)."""
-    from dvp.runner import _chain_files, _level_files, dl1_to_dl2
+def test_dl1_to_dl2_tasks_on_any_executor_give_the_single_task_tables(r1_set, tmp_path, monkeypatch):
+    """dl1-to-dl2 cut into key-range tasks gives the tables of one task per product: in
+    process, on a local pool with a worker killed mid-run, on Dask, and from a DL1 with
+    one file per telescope type instead of one per R1 row group."""
+    from distributed import LocalCluster
+
+    from dvp.runner import dl1_to_dl2
     _, products, ref = r1_set
+    whole = product_tables(dl1_to_dl2([ref], tmp_path / "whole", task_rows=10**9).output, by_partition=True)
+    dl1_to_dl2([ref], tmp_path / "serial", workers=1, task_rows=50)
+    prov = json.loads((tmp_path / "serial" / "provenance.json").read_text())
+    assert len(prov["tasks"]) >= 6 and all(len(t["dl2_sha256"]) == 64 for t in prov["tasks"])
+    assert product_tables(tmp_path / "serial", by_partition=True) == whole
+    marker = tmp_path / "killed"
+    monkeypatch.setenv("DVP_KILL_WORKER_ONCE", str(marker))
+    dl1_to_dl2([ref], tmp_path / "pool", workers=2, task_rows=50)
+    assert marker.is_file()                       # a worker really died (SIGKILL) mid-run
+    monkeypatch.delenv("DVP_KILL_WORKER_ONCE")
+    assert product_tables(tmp_path / "pool", by_partition=True) == whole
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      host="127.0.0.1") as cluster:
+        dl1_to_dl2([ref], tmp_path / "dask", scheduler=cluster.scheduler_address, task_rows=50)
+    assert product_tables(tmp_path / "dask", by_partition=True) == whole
     r1_to_dl1(products, tmp_path / "one", workers=1, task_row_groups=10_000)
-    files = _level_files(ref, "dl1")
-    assert len(files) > len(_level_files(tmp_path / "one", "dl1"))
-    for tel_type in {t for t, _ in files}:
-        parts = [(f, pq.ParquetFile(f)) for t, f in files if t == tel_type]
-        chains = _chain_files(parts)
-        assert len(chains) == 1 and len(chains[0]) == len(parts)   # obs_ids and events increase across parts
-    dl1_to_dl2([ref], tmp_path / "dl2_many", chunk_rows=50)
-    dl1_to_dl2([tmp_path / "one"], tmp_path / "dl2_one", chunk_rows=50)
-    for rel in ("dl2/part-00000.parquet", "dl2_telescopes/part-00000.parquet"):
-        a = pq.read_table(tmp_path / "dl2_many" / rel).replace_schema_metadata(None)
-        b = pq.read_table(tmp_path / "dl2_one" / rel).replace_schema_metadata(None)
-        assert a.equals(b), rel
+    assert len(list((tmp_path / "one" / "dl1").rglob("*.parquet"))) < len(list((ref / "dl1").rglob("*.parquet")))
+    dl1_to_dl2([tmp_path / "one"], tmp_path / "from_one", workers=1, task_rows=50)
+    assert product_tables(tmp_path / "from_one", by_partition=True) == whole
+
+
+def test_dl1_to_dl2_failed_task_is_reported_then_resumed(r1_set, tmp_path):
+    """A corrupt DL1 file fails only the tasks that read it, with a one-line error naming
+    it and no output; once the file is repaired, the re-run resumes the completed tasks."""
+    from dvp.runner import dl1_to_dl2
+    _, _, ref = r1_set
+    want = product_tables(dl1_to_dl2([ref], tmp_path / "want", workers=1, task_rows=50).output, by_partition=True)
+    src = tmp_path / "src"
+    shutil.copytree(ref, src)
+    f = sorted((src / "dl1").rglob("*.parquet"))[-1]
+    good = f.read_bytes()
+    footer = int.from_bytes(good[-8:-4], "little")   # keep the footer: the file opens, its data does not read
+    f.write_bytes(good[:4] + b"\xff" * (len(good) - footer - 12) + good[-footer - 8:])
+    with pytest.raises(DvpError) as e:
+        dl1_to_dl2([src], tmp_path / "out", workers=2, task_rows=50)
+    msg = str(e.value)
+    assert "tasks failed" in msg and str(f) in msg and "\n" not in msg
+    assert not (tmp_path / "out").exists()
+    n_kept = len(list((staging_dir(tmp_path / "out") / "tasks").glob("*.json")))
+    assert n_kept >= 1
+    f.write_bytes(good)
+    summary = dl1_to_dl2([src], tmp_path / "out", workers=2, task_rows=50)
+    assert summary.n_resumed == n_kept and any("resuming" in w for w in summary.warnings)
+    assert product_tables(tmp_path / "out", by_partition=True) == want
 
 
 def test_cli_log_level_and_summary_table(r1_set, tmp_path):

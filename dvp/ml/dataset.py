@@ -77,15 +77,31 @@ def load_telescope_events(product: Path, tel_type: str, columns) -> pl.DataFrame
     """
     product = Path(product)
     dl1_cols, tel_cols, ev_cols = _split(columns)
-    lf = _scan(product / "dl1" / f"tel_type={tel_type}", [*TEL_KEYS, *dl1_cols])
-    if tel_cols:
-        lf = lf.join(_scan(product / "dl2_telescopes", [*TEL_KEYS, *tel_cols]), on=list(TEL_KEYS), how="left")
-    if ev_cols:
-        lf = lf.join(_scan(product / "dl2", [*KEYS, *ev_cols]), on=list(KEYS), how="left")
+    lf = join_features(_scan(product / "dl1" / f"tel_type={tel_type}", [*TEL_KEYS, *dl1_cols]),
+                       _scan(product / "dl2_telescopes", [*TEL_KEYS, *tel_cols]) if tel_cols else None,
+                       _scan(product / "dl2", [*KEYS, *ev_cols]) if ev_cols else None)
     try:
-        return lf.sort(list(TEL_KEYS)).collect()
+        return lf.collect()
     except Exception as e:
         raise InputError(product, f"cannot read the model inputs ({str(e).splitlines()[0]})") from None
+
+
+def join_features(dl1, tel=None, ev=None) -> pl.LazyFrame:
+    """Telescope events (``dl1``: keys and DL1 columns) with their ``dl2_telescopes``
+    (``tel``) and array-event (``ev``) columns joined, sorted by (obs_id, event_id,
+    tel_id). Frames or lazy frames; the join keys are the tables' keys."""
+    lf = dl1.lazy()
+    if tel is not None:
+        lf = lf.join(tel.lazy(), on=list(TEL_KEYS), how="left")
+    if ev is not None:
+        lf = lf.join(ev.lazy(), on=list(KEYS), how="left")
+    return lf.sort(list(TEL_KEYS))
+
+
+def split_columns(columns) -> tuple[list, list, list]:
+    """``columns`` as (DL1 parameters, ``dl2_telescopes`` columns, ``dl2`` columns),
+    keys left out; an unknown name is an :class:`InputError`."""
+    return _split(columns)
 
 
 def columns_as_numpy(df: pl.DataFrame) -> dict:

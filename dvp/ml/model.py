@@ -100,6 +100,72 @@ def _run_fit_task(t: _FitTask):
     return b, pred
 
 
+@dataclass
+class FitPlan:
+    """The K + 1 fits of one model (:func:`plan_fit`), to run on any executor and then
+    reduce with :func:`finish_fit`."""
+
+    kind: str
+    y: np.ndarray
+    hold: np.ndarray
+    tasks: list
+    ml: object
+    log10_intensity: np.ndarray | None
+
+
+def plan_fit(kind: str, X: np.ndarray, y: np.ndarray, obs_id, event_id, ml, *, log10_intensity=None,
+             feature_names=None) -> FitPlan:
+    """The cross-validation fits and the final fit of :func:`fit` as independent tasks
+    (any executor gives the same trees: LightGBM runs with deterministic=true)."""
+    n = len(y)
+    if n < 2 * ml.n_folds:
+        raise DvpError(f"only {n} usable telescope events: too few to train with {ml.n_folds} folds")
+    params = lightgbm_params(kind, ml)
+    names = list(feature_names) if feature_names is not None else "auto"
+    w = class_weights(y) if kind == "particle" else np.ones(n)
+    folds = group_folds(obs_id, event_id, ml.n_folds, ml.seed)
+    hold = group_validation(obs_id, event_id, ml.validation_fraction, ml.seed)
+    tasks = []
+    for k in range(ml.n_folds):
+        test = folds == k
+        if test.any() and not test.all():
+            tasks.append(_FitTask(k, params, X, y, w, ~test & ~hold, ~test & hold, test, ml.max_rounds,
+                                  ml.early_stopping_rounds, names))
+    tasks.append(_FitTask(-1, params, X, y, w, ~hold, hold, None, ml.max_rounds, ml.early_stopping_rounds, names))
+    return FitPlan(kind, y, hold, tasks, ml, log10_intensity)
+
+
+def finish_fit(plan: FitPlan, results: dict) -> FitResult:
+    """The model and cross-validation record from the results of a plan's tasks
+    (``{task.k: (booster, test predictions)}``)."""
+    kind, y, hold, ml = plan.kind, plan.y, plan.hold, plan.ml
+    n = len(y)
+    oof = np.full(n, np.nan)
+    scores, iters = [], []
+    for t in plan.tasks[:-1]:
+        b, pred = results[t.k]
+        oof[t.test] = pred
+        iters.append(int(b.best_iteration or ml.max_rounds))
+        scores.append(_scores(kind, pred, y[t.test]))
+    booster = results[-1][0]
+    info = {
+        "n_train": int((~hold).sum()), "n_early_stopping": int(hold.sum()), "n_events": int(n),
+        "best_iteration": int(booster.best_iteration or ml.max_rounds),
+        "cv": {"folds": scores, "fold_best_iterations": iters,
+               **{f"{key}_mean": float(np.mean([s[key] for s in scores])) for key in scores[0]},
+               **{f"{key}_std": float(np.std([s[key] for s in scores])) for key in scores[0]}},
+        "cv_overall": _scores(kind, oof, y),
+    }
+    if kind == "energy":
+        lx = plan.log10_intensity
+        info["sigma_table"] = sigma_table(oof - y, lx if lx is not None else np.zeros(n))
+    return FitResult(booster, info, oof)
+
+
+def fit_error(err) -> DvpError:
+    return err if isinstance(err, DvpError) else DvpError(f"LightGBM training failed: {type(err).__name__}: {err}")
+
+
 def fit(kind: str, X: np.ndarray, y: np.ndarray, obs_id, event_id, ml, *, log10_intensity=None,
         feature_names=None, progress=None, workers: int | None = 1, scheduler: str | None = None) -> FitResult:
     """Cross-validate and train one model.
@@ -127,50 +193,16 @@ def fit(kind: str, X: np.ndarray, y: np.ndarray, obs_id, event_id, ml, *, log10_
         and ``info``: per-fold scores, their mean and standard deviation, best
         iterations, the error table (energy).
     """
-    n = len(y)
-    if n < 2 * ml.n_folds:
-        raise DvpError(f"only {n} usable telescope events: too few to train with {ml.n_folds} folds")
     from ..executor import run_tasks
-    params = lightgbm_params(kind, ml)
-    names = list(feature_names) if feature_names is not None else "auto"
-    w = class_weights(y) if kind == "particle" else np.ones(n)
-    folds = group_folds(obs_id, event_id, ml.n_folds, ml.seed)
-    hold = group_validation(obs_id, event_id, ml.validation_fraction, ml.seed)
-    # the K cross-validation fits and the final fit are independent: tasks (any executor
-    # gives the same trees: LightGBM runs with deterministic=true)
-    tasks = []
-    for k in range(ml.n_folds):
-        test = folds == k
-        if test.any() and not test.all():
-            tasks.append(_FitTask(k, params, X, y, w, ~test & ~hold, ~test & hold, test, ml.max_rounds,
-                                  ml.early_stopping_rounds, names))
-    tasks.append(_FitTask(-1, params, X, y, w, ~hold, hold, None, ml.max_rounds, ml.early_stopping_rounds, names))
+    plan = plan_fit(kind, X, y, obs_id, event_id, ml, log10_intensity=log10_intensity, feature_names=feature_names)
     results = {}
-    for i, res, err in run_tasks(_run_fit_task, tasks, workers=workers, scheduler=scheduler):
+    for i, res, err in run_tasks(_run_fit_task, plan.tasks, workers=workers, scheduler=scheduler):
         if err is not None:
-            raise err if isinstance(err, DvpError) else DvpError(f"LightGBM training failed: {type(err).__name__}: {err}")
-        results[tasks[i].k] = res
+            raise fit_error(err)
+        results[plan.tasks[i].k] = res
         if progress:
             progress(len(results))
-    oof = np.full(n, np.nan)
-    scores, iters = [], []
-    for t in tasks[:-1]:
-        b, pred = results[t.k]
-        oof[t.test] = pred
-        iters.append(int(b.best_iteration or ml.max_rounds))
-        scores.append(_scores(kind, pred, y[t.test]))
-    booster = results[-1][0]
-    info = {
-        "n_train": int((~hold).sum()), "n_early_stopping": int(hold.sum()), "n_events": int(n),
-        "best_iteration": int(booster.best_iteration or ml.max_rounds),
-        "cv": {"folds": scores, "fold_best_iterations": iters,
-               **{f"{key}_mean": float(np.mean([s[key] for s in scores])) for key in scores[0]},
-               **{f"{key}_std": float(np.std([s[key] for s in scores])) for key in scores[0]}},
-        "cv_overall": _scores(kind, oof, y),
-    }
-    if kind == "energy":
-        info["sigma_table"] = sigma_table(oof - y, log10_intensity if log10_intensity is not None else np.zeros(n))
-    return FitResult(booster, info, oof)
+    return finish_fit(plan, results)
 
 
 def _scores(kind, pred, y) -> dict:

@@ -22,9 +22,10 @@ def summarize(products, edges=EDGES_TEV) -> pl.DataFrame:
     cols = [S.OBS_ID, S.EVENT_ID, S.TRUE_ENERGY, S.PARTICLE, S.RECO_ENERGY, S.RECO_ENERGY_IS_VALID]
     frames = []
     for p in products:
-        f = Path(p) / "dl2" / "part-00000.parquet"
-        names = pl.read_parquet_schema(f)
-        frames.append(pl.read_parquet(f, columns=[c for c in (*cols, S.GAMMANESS, S.GAMMANESS_IS_VALID) if c in names]))
+        files = sorted((Path(p) / "dl2").glob("*.parquet"))
+        names = pl.read_parquet_schema(files[0])
+        frames.append(pl.read_parquet(files, columns=[c for c in (*cols, S.GAMMANESS, S.GAMMANESS_IS_VALID)
+                                                      if c in names]))
     ev = pl.concat(frames, how="diagonal_relaxed")
     if S.RECO_ENERGY not in ev.columns:
         raise SystemExit("no reco_energy_tev in the inputs: run dvp apply-models first")

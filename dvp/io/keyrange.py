@@ -1,0 +1,177 @@
+"""Read per-event tables by (obs_id, event_id) range, for tasks that need whole array events.
+
+A DL1 (or DL2) product holds one file per telescope type (or many part files), and an
+array event's rows are spread over them. A task that needs whole events therefore
+takes a *key range* ``[lo, hi)`` of ``(obs_id, event_id)`` and reads, from every file,
+only the row groups whose min/max statistics can hold keys in the range, then keeps
+the rows in it. :func:`plan_key_ranges` cuts a set of files into ranges of about a
+given number of rows at row-group starts, so the tasks together read every row once
+(plus the few row groups that straddle a cut); each task's memory is its range.
+
+Keys compare lexicographically. Per-column statistics bound a row group's keys
+conservatively: ``(min obs_id, min event_id) <= key <= (max obs_id, max event_id)``.
+A file without statistics is read whole by every task that reads it, so the planner
+then makes a single range.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import schemas as S
+from ..errors import InputError
+
+Key = tuple  # (obs_id, event_id)
+
+#: a plan whose ranges would read more than this many times the rows falls back to one range
+MAX_READ_AMPLIFICATION = 1.5
+
+
+def _open(path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as e:
+        raise InputError(path, f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
+
+
+def row_group_bounds(pf: pq.ParquetFile) -> list | None:
+    """``[(lo, hi, rows), ...]`` per row group from the key columns' statistics, or None
+    if a row group has no usable statistics (or the file has no key columns)."""
+    md = pf.metadata
+    names = [md.schema.column(j).path for j in range(md.num_columns)]
+    if S.OBS_ID not in names or S.EVENT_ID not in names:
+        return None
+    jo, je = names.index(S.OBS_ID), names.index(S.EVENT_ID)
+    out = []
+    for g in range(md.num_row_groups):
+        rg = md.row_group(g)
+        if rg.num_rows == 0:
+            continue
+        so, se = rg.column(jo).statistics, rg.column(je).statistics
+        if so is None or se is None or not so.has_min_max or not se.has_min_max:
+            return None
+        out.append(((int(so.min), int(se.min)), (int(so.max), int(se.max)), rg.num_rows))
+    return out
+
+
+def _overlaps(rg_lo: Key, rg_hi: Key, lo: Key | None, hi: Key | None) -> bool:
+    return (lo is None or rg_hi >= lo) and (hi is None or rg_lo < hi)
+
+
+def plan_key_ranges(files, target_rows: int) -> list[tuple]:
+    """Cut the rows of ``files`` into key ranges of about ``target_rows`` rows.
+
+    Parameters
+    ----------
+    files : sequence of str or Path
+        Parquet files with ``obs_id`` and ``event_id`` columns, any row order.
+    target_rows : int
+        Rows per range (a range holds at least this many, apart from the last, unless
+        a single row group is larger).
+
+    Returns
+    -------
+    list of (lo, hi)
+        Consecutive ranges ``[lo, hi)`` covering every key: the first ``lo`` and the
+        last ``hi`` are None (unbounded). Where the row groups are wide compared with
+        the ranges, so that the tasks would read the rows more than
+        :data:`MAX_READ_AMPLIFICATION` times, the ranges are made coarser (down to
+        ``[(None, None)]`` for files whose rows are in no key order, or that lack
+        statistics).
+    """
+    if target_rows < 1:
+        raise ValueError(f"target_rows must be positive, got {target_rows}")
+    entries = []
+    for f in files:
+        b = row_group_bounds(_open(f))
+        if b is None:
+            return [(None, None)]
+        entries.extend(b)
+    entries.sort()
+    total = sum(r for _, _, r in entries)
+    while True:
+        ranges = _cut(entries, target_rows)
+        if len(ranges) == 1:
+            return ranges
+        read = sum(rows * sum(_overlaps(lo, hi, a, b) for a, b in ranges) for lo, hi, rows in entries)
+        if read <= MAX_READ_AMPLIFICATION * total:
+            return ranges
+        # row groups wider than the ranges (small tasks, or rows out of order) would be
+        # read by many tasks: coarser ranges, down to one for fully unordered files
+        target_rows *= 2
+
+
+def _cut(entries, target_rows: int) -> list:
+    cuts: list = []
+    acc = 0
+    for lo, _, rows in entries:
+        if acc >= target_rows and (not cuts or lo > cuts[-1]):
+            cuts.append(lo)
+            acc = 0
+        acc += rows
+    return list(zip([None, *cuts], [*cuts, None]))
+
+
+def _in_range(obs: np.ndarray, ev: np.ndarray, lo: Key | None, hi: Key | None) -> np.ndarray:
+    keep = np.ones(len(obs), bool)
+    if lo is not None:
+        keep &= (obs > lo[0]) | ((obs == lo[0]) & (ev >= lo[1]))
+    if hi is not None:
+        keep &= (obs < hi[0]) | ((obs == hi[0]) & (ev < hi[1]))
+    return keep
+
+
+def read_key_range(path, columns, lo: Key | None, hi: Key | None) -> pa.Table:
+    """The rows of one Parquet file with keys in ``[lo, hi)``, in file order.
+
+    Only ``columns`` (None: all; the keys are read in any case) and only the row groups
+    whose statistics overlap the range are read.
+    """
+    pf = _open(path)
+    cols = list(dict.fromkeys(pf.schema_arrow.names if columns is None else [*columns]))
+    read_cols = list(dict.fromkeys([S.OBS_ID, S.EVENT_ID, *cols]))
+    bounds = row_group_bounds(pf) if (lo is not None or hi is not None) else None
+    if bounds is None:
+        groups = list(range(pf.metadata.num_row_groups))
+    else:
+        nonempty = [g for g in range(pf.metadata.num_row_groups) if pf.metadata.row_group(g).num_rows]
+        groups = [g for g, (a, b, _) in zip(nonempty, bounds) if _overlaps(a, b, lo, hi)]
+    try:
+        if not groups:
+            t = pf.schema_arrow.empty_table().select(cols)
+        else:
+            t = pf.read_row_groups(groups, columns=read_cols, use_threads=False)
+            if lo is not None or hi is not None:
+                obs = np.asarray(t.column(S.OBS_ID).to_numpy(zero_copy_only=False), np.int64)
+                ev = np.asarray(t.column(S.EVENT_ID).to_numpy(zero_copy_only=False), np.int64)
+                keep = _in_range(obs, ev, lo, hi)
+                if not keep.all():
+                    t = t.filter(pa.array(keep))
+            t = t.select(cols)
+    except (OSError, pa.ArrowException, KeyError) as e:
+        raise InputError(path, f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
+    return t
+
+
+def read_key_range_concat(files, columns, lo: Key | None, hi: Key | None) -> pa.Table | None:
+    """:func:`read_key_range` over several files, concatenated (None for no file)."""
+    parts = [read_key_range(f, columns, lo, hi) for f in files]
+    if not parts:
+        return None
+    return pa.concat_tables([p.replace_schema_metadata(None) for p in parts], promote_options="permissive")
+
+
+def key_json(key: Key | None):
+    """A key as JSON (a list, or None); tuples come back from :func:`key_from_json`."""
+    return None if key is None else [int(key[0]), int(key[1])]
+
+
+def key_from_json(value) -> Key | None:
+    return None if value is None else (int(value[0]), int(value[1]))
+
+
+def paths(files) -> tuple[str, ...]:
+    return tuple(str(Path(f).resolve()) for f in files)
