@@ -97,7 +97,8 @@ def make_replicated(source: Path, n_events: int, workdir: Path) -> Path:
     import pyarrow.parquet as pq
 
     import dvp.schemas as S
-    from dvp.io.parquet import ROW_GROUP_BYTES, PartitionedWriter, write_table
+    from dvp.io.parquet import ROW_GROUP_BYTES, PartitionedWriter, TableWriter
+    from dvp.runner import CARRY_ROW_GROUP_BYTES
 
     out = workdir / f"dl1-{n_events}"
     if out.exists():
@@ -128,18 +129,26 @@ def make_replicated(source: Path, n_events: int, workdir: Path) -> Path:
         return pa.concat_tables(parts)
 
     shutil.copytree(source / "instrument", out / "instrument")
-    write_table(replicate(trigger, n_events), out / "trigger" / "part-00000.parquet", S.R1_TRIGGER)
+    def write_rows(t, path, schema_name):
+        # in 4 MiB row groups, as dvp's runners write (and carry) these tables: a task then
+        # reads the row groups of its event range, not the whole table
+        w = TableWriter(path, schema_name, min_row_group_bytes=CARRY_ROW_GROUP_BYTES)
+        for b in t.to_batches(max_chunksize=65536):
+            w.write(pa.Table.from_batches([b]))
+        w.close()
+
+    write_rows(replicate(trigger, n_events), out / "trigger" / "part-00000.parquet", S.R1_TRIGGER)
     (out / "simulation").mkdir()
     for f in (source / "simulation").glob("*.parquet"):
         if f.name == "showers.parquet":
-            write_table(replicate(pq.read_table(f), n_events), out / "simulation" / f.name, S.SIM_SHOWER)
+            write_rows(replicate(pq.read_table(f), n_events), out / "simulation" / f.name, S.SIM_SHOWER)
         else:
             shutil.copy(f, out / "simulation" / f.name)
     writer = PartitionedWriter(out / "dl1", S.DL1_EVENTS, min_row_group_bytes=ROW_GROUP_BYTES)
     chunk = 20_000  # array events per replicated slice: bounded memory while writing 10 N
     for d in sorted((source / "dl1").iterdir()):
         tel_type = d.name.split("=", 1)[1]
-        base = pq.read_table(d / "part-00000.parquet")
+        base = pa.concat_tables([pq.read_table(f).replace_schema_metadata(None) for f in sorted(d.glob("*.parquet"))])
         bidx = np.array([index[k] for k in zip(base.column(S.OBS_ID).to_pylist(), base.column(S.EVENT_ID).to_pylist())])
         base = base.take(pa.array(np.argsort(bidx, kind="stable")))
         bidx = np.sort(bidx)

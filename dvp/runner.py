@@ -424,13 +424,36 @@ def _carried_files(products) -> list[tuple[str, str, list]]:
     return out
 
 
+def _link_or_copy(src: Path, dest: Path) -> None:
+    """``dest`` as a hard link to ``src`` (same file system: no time, no space; dvp never
+    modifies a written file), else a byte copy."""
+    import os
+    import shutil
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.unlink(missing_ok=True)
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
+
+
 def _carry(carried, root: Path, provenance) -> dict:
-    """Copy the carried tables into the product being built in ``root``, batch by batch
-    (memory bounded by a row group, whatever the number of showers); returns rows written
-    per relative path."""
+    """Carry the simulation and trigger tables into the product being built in ``root``:
+    a table from one input file that conforms to its schema is linked (or copied) as it
+    is; tables of several inputs are concatenated batch by batch (memory bounded by a row
+    group, whatever the number of showers). Returns rows per relative path."""
     from .io.parquet import TableWriter
     rows = {}
     for rel, schema_name, files in carried:
+        if len(files) == 1:
+            pf = pq.ParquetFile(files[0])
+            try:
+                S.check_file_schema(pf.schema_arrow, schema_name, str(files[0]))
+                _link_or_copy(files[0], Path(root) / rel)
+                rows[rel] = pf.metadata.num_rows
+                continue
+            except DvpError:
+                pass   # an older or foreign layout: rewritten (validated) below
         w = TableWriter(Path(root) / rel, schema_name, provenance, min_row_group_bytes=CARRY_ROW_GROUP_BYTES)
         try:
             for f in files:
@@ -448,11 +471,9 @@ def _carry(carried, root: Path, provenance) -> dict:
 def _carry_dl1(products, root: Path, provenance=None) -> dict:
     """Copy the DL1 parameters of ``products`` into ``root/dl1/`` (one part file per
     input file and telescope type), so that a DL2 product carries the features of its
-    telescope events. Files without per-pixel columns are copied byte for byte; from
-    files with images only the parameter columns are rewritten, batch by batch.
-    Returns rows per telescope type."""
-    import shutil
-
+    telescope events. Files without per-pixel columns are linked (or copied) as they
+    are; from files with images only the parameter columns are rewritten, batch by
+    batch. Returns rows per telescope type."""
     from .io.parquet import TableWriter
     keep = S.column_names(S.DL1_EVENTS)
     rows: dict = {}
@@ -467,7 +488,7 @@ def _carry_dl1(products, root: Path, provenance=None) -> dict:
                 pf = pq.ParquetFile(f)
                 names = pf.schema_arrow.names
                 if [n for n in names if n != S.TEL_TYPE] == keep:
-                    shutil.copyfile(f, dest)
+                    _link_or_copy(f, dest)
                 else:
                     w = TableWriter(dest, S.DL1_EVENTS, provenance, min_row_group_bytes=CARRY_ROW_GROUP_BYTES)
                     for batch in pf.iter_batches(batch_size=65536, columns=keep):
@@ -809,8 +830,9 @@ def r1_to_dl1(inputs, output, config=None, *, overwrite=False, write_images=None
 #: telescope events per dl1-to-dl2 task (~100 bytes each read; the unit of parallel work,
 #: of resumption and of memory)
 DL2_TASK_ROWS = 1 << 18
-#: telescope events per apply-models task (:func:`dvp.runner_ml.apply_models`)
-APPLY_TASK_ROWS = 1 << 18
+#: telescope events per apply-models task (:func:`dvp.runner_ml.apply_models`; ~2 KiB
+#: each at the peak of a task: features, joins, the prediction matrix)
+APPLY_TASK_ROWS = 1 << 17
 
 
 def _raise_failures(failures, n_tasks: int, done: dict, staging: Path, what: str = "tasks") -> None:
@@ -869,11 +891,14 @@ def run_dl2_task(task: DL2Task) -> dict:
     dl1 = read_key_range_concat(task.files, required_columns(cfg), lo, hi)
     dl1 = dl1 if dl1 is not None else S.schema(S.DL1_EVENTS).empty_table().select(list(required_columns(cfg)))
     keys = [S.OBS_ID, S.EVENT_ID]
-    pointing = read_key_range_concat(task.trigger, [*keys, S.POINTING_ALT, S.POINTING_AZ], lo, hi)
+    # only the rows of these events: the shower table holds every simulated shower
+    events = pc.unique(dl1.column(S.EVENT_ID).combine_chunks()) if dl1.num_rows else pa.array([], pa.int64())
+    pointing = read_key_range_concat(task.trigger, [*keys, S.POINTING_ALT, S.POINTING_AZ], lo, hi, events)
     showers = None
     if task.showers:
         names = pq.read_schema(task.showers[0]).names
-        showers = read_key_range_concat(task.showers, [*keys, *(c for c in S.DL2_TRUE_COLUMNS if c in names)], lo, hi)
+        showers = read_key_range_concat(task.showers, [*keys, *(c for c in S.DL2_TRUE_COLUMNS if c in names)],
+                                        lo, hi, events)
     ev, tel = stage(dl1, _subarray(task.product), cfg, array_pointing=pointing, showers=showers, source=task.source)
     staging = Path(task.staging)
     out = _StagedParts(staging, "dl2", task.name, S.DL2_EVENTS, json.loads(task.provenance),

@@ -178,7 +178,16 @@ def test_key_ranges_read_every_row_once_and_never_split_an_event(tmp_path):
     f = tmp_path / "nostats.parquet"
     pq.write_table(pq.read_table(files[0]), f, write_statistics=False, row_group_size=7)
     assert plan_key_ranges([f, files[1]], 3) == [(None, None)]
+    # rows in random order: every row group spans nearly all keys, so the ranges get
+    # coarser until the tasks together read at most MAX_READ_AMPLIFICATION times the rows
+    from dvp.io.keyrange import MAX_READ_AMPLIFICATION, row_group_bounds
     shuffled = tmp_path / "shuffled.parquet"
     t = pq.read_table(files[2])
     pq.write_table(t.take(rng.permutation(t.num_rows)), shuffled, row_group_size=7)
-    assert plan_key_ranges([shuffled], 3) == [(None, None)]
+    ranges = plan_key_ranges([shuffled], 3)
+    assert len(ranges) < t.num_rows // 3 // 4
+    rgs = row_group_bounds(pq.ParquetFile(shuffled))
+    read = sum(n for a, b in ranges for lo, hi, n in rgs if (a is None or hi >= a) and (b is None or lo < b))
+    assert read <= MAX_READ_AMPLIFICATION * t.num_rows
+    got = np.concatenate([read_key_range(shuffled, ["row"], a, b).column("row").to_numpy() for a, b in ranges])
+    assert sorted(got) == sorted(t.column("row").to_numpy())

@@ -27,7 +27,7 @@ from ..errors import InputError
 Key = tuple  # (obs_id, event_id)
 
 #: a plan whose ranges would read more than this many times the rows falls back to one range
-MAX_READ_AMPLIFICATION = 1.5
+MAX_READ_AMPLIFICATION = 2.0
 
 
 def _open(path) -> pq.ParquetFile:
@@ -124,11 +124,14 @@ def _in_range(obs: np.ndarray, ev: np.ndarray, lo: Key | None, hi: Key | None) -
     return keep
 
 
-def read_key_range(path, columns, lo: Key | None, hi: Key | None) -> pa.Table:
+def read_key_range(path, columns, lo: Key | None, hi: Key | None, event_ids: pa.Array | None = None) -> pa.Table:
     """The rows of one Parquet file with keys in ``[lo, hi)``, in file order.
 
     Only ``columns`` (None: all; the keys are read in any case) and only the row groups
-    whose statistics overlap the range are read.
+    whose statistics overlap the range are read. With ``event_ids``, rows whose event_id
+    is not among them are dropped too, row group by row group as they are read: for a
+    per-shower table (every simulated shower, most never triggered), memory is then one
+    row group plus the rows kept, not the whole range.
     """
     pf = _open(path)
     cols = list(dict.fromkeys(pf.schema_arrow.names if columns is None else [*columns]))
@@ -141,24 +144,33 @@ def read_key_range(path, columns, lo: Key | None, hi: Key | None) -> pa.Table:
         groups = [g for g, (a, b, _) in zip(nonempty, bounds) if _overlaps(a, b, lo, hi)]
     try:
         if not groups:
-            t = pf.schema_arrow.empty_table().select(cols)
-        else:
-            t = pf.read_row_groups(groups, columns=read_cols, use_threads=False)
-            if lo is not None or hi is not None:
-                obs = np.asarray(t.column(S.OBS_ID).to_numpy(zero_copy_only=False), np.int64)
-                ev = np.asarray(t.column(S.EVENT_ID).to_numpy(zero_copy_only=False), np.int64)
-                keep = _in_range(obs, ev, lo, hi)
-                if not keep.all():
-                    t = t.filter(pa.array(keep))
-            t = t.select(cols)
+            return pf.schema_arrow.empty_table().select(cols)
+        if event_ids is None:
+            return _filter(pf.read_row_groups(groups, columns=read_cols, use_threads=False), lo, hi, None).select(cols)
+        parts = [_filter(pf.read_row_group(g, columns=read_cols, use_threads=False), lo, hi, event_ids).select(cols)
+                 for g in groups]
+        return pa.concat_tables(parts)
     except (OSError, pa.ArrowException, KeyError) as e:
         raise InputError(path, f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
-    return t
 
 
-def read_key_range_concat(files, columns, lo: Key | None, hi: Key | None) -> pa.Table | None:
+def _filter(t: pa.Table, lo, hi, event_ids) -> pa.Table:
+    keep = None
+    if lo is not None or hi is not None:
+        obs = np.asarray(t.column(S.OBS_ID).to_numpy(zero_copy_only=False), np.int64)
+        ev = np.asarray(t.column(S.EVENT_ID).to_numpy(zero_copy_only=False), np.int64)
+        keep = _in_range(obs, ev, lo, hi)
+    if event_ids is not None:
+        import pyarrow.compute as pc
+        m = pc.is_in(t.column(S.EVENT_ID), value_set=event_ids).to_numpy(zero_copy_only=False)
+        keep = m if keep is None else keep & m
+    return t if keep is None or keep.all() else t.filter(pa.array(keep))
+
+
+def read_key_range_concat(files, columns, lo: Key | None, hi: Key | None,
+                          event_ids: pa.Array | None = None) -> pa.Table | None:
     """:func:`read_key_range` over several files, concatenated (None for no file)."""
-    parts = [read_key_range(f, columns, lo, hi) for f in files]
+    parts = [read_key_range(f, columns, lo, hi, event_ids) for f in files]
     if not parts:
         return None
     return pa.concat_tables([p.replace_schema_metadata(None) for p in parts], promote_options="permissive")
