@@ -82,20 +82,20 @@ def run(what: str, src: Path, out: Path, workers: int, models=None) -> dict:
 
 
 def content(product: Path) -> dict:
-    """Per directory (part files concatenated in name order): the table's IPC bytes."""
+    """Per Parquet file: sha256 of its table as Arrow IPC (metadata left out), one file
+    in memory at a time. The task plan does not depend on the executor, so equal
+    products have the same files."""
+    import hashlib
+
     import pyarrow as pa
     import pyarrow.parquet as pq
-    groups: dict = {}
-    for f in sorted(product.rglob("*.parquet")):
-        key = f.parent if f.parent.name.startswith("tel_type=") or f.parent.name in ("dl2", "dl2_telescopes") else f
-        groups.setdefault(str(key.relative_to(product)), []).append(pq.read_table(f).replace_schema_metadata(None))
     out = {}
-    for k, ts in groups.items():
-        t = pa.concat_tables(ts).combine_chunks()
+    for f in sorted(product.rglob("*.parquet")):
+        t = pq.read_table(f).replace_schema_metadata(None)
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, t.schema) as w:
             w.write_table(t)
-        out[k] = sink.getvalue().to_pybytes()
+        out[str(f.relative_to(product))] = hashlib.sha256(sink.getvalue()).hexdigest()
     return out
 
 

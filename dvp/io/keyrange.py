@@ -69,47 +69,84 @@ def plan_key_ranges(files, target_rows: int) -> list[tuple]:
     files : sequence of str or Path
         Parquet files with ``obs_id`` and ``event_id`` columns, any row order.
     target_rows : int
-        Rows per range (a range holds at least this many, apart from the last, unless
-        a single row group is larger).
+        Rows per range (a range holds at least this many, apart from the last). Ranges
+        are cut at row-group starts, and inside row groups of more than half
+        ``target_rows`` rows at their own keys (read for that; a task still reads
+        every row group its range overlaps, and keeps the rows in range).
 
     Returns
     -------
     list of (lo, hi)
         Consecutive ranges ``[lo, hi)`` covering every key: the first ``lo`` and the
-        last ``hi`` are None (unbounded). Where the row groups are wide compared with
-        the ranges, so that the tasks would read the rows more than
-        :data:`MAX_READ_AMPLIFICATION` times, the ranges are made coarser (down to
-        ``[(None, None)]`` for files whose rows are in no key order, or that lack
-        statistics).
+        last ``hi`` are None (unbounded). Where the row groups' key ranges are wide
+        compared with their size, so that the tasks would read the rows more than
+        :data:`MAX_READ_AMPLIFICATION` times (beyond what row groups larger than a task
+        need), the ranges are made coarser (down to ``[(None, None)]`` for files whose
+        rows are in no key order, or that lack statistics).
     """
     if target_rows < 1:
         raise ValueError(f"target_rows must be positive, got {target_rows}")
-    entries = []
+    entries, groups = [], []   # where to cut; what the tasks will read
+    piece = max(target_rows // 4, 1)
     for f in files:
-        b = row_group_bounds(_open(f))
+        pf = _open(f)
+        b = row_group_bounds(pf)
         if b is None:
             return [(None, None)]
-        entries.extend(b)
+        nonempty = [g for g in range(pf.metadata.num_row_groups) if pf.metadata.row_group(g).num_rows]
+        for g, e in zip(nonempty, b):
+            if e[2] <= 2 * piece and e[0][0] == e[1][0]:
+                entries.append(e)
+                groups.append(e)
+                continue
+            # a row group much larger than a task (a merged product's 64 MiB ones) is cut
+            # at its rows' own keys, so that tasks keep their size; one across an obs_id
+            # boundary gets exact bounds (its statistics bound it loosely, and the tasks
+            # check its keys before reading it: see read_key_range)
+            pieces = _pieces(pf, f, g, piece if e[2] > 2 * piece else e[2])
+            entries.extend(pieces)
+            groups.append((min(x[0] for x in pieces), max(x[1] for x in pieces), e[2]))
     entries.sort()
-    total = sum(r for _, _, r in entries)
+    total = sum(r for _, _, r in groups)
     while True:
         ranges = _cut(entries, target_rows)
         if len(ranges) == 1:
             return ranges
-        read = sum(rows * sum(_overlaps(lo, hi, a, b) for a, b in ranges) for lo, hi, rows in entries)
-        if read <= MAX_READ_AMPLIFICATION * total:
+        read = sum(rows * sum(_overlaps(lo, hi, a, b) for a, b in ranges) for lo, hi, rows in groups)
+        # a row group of r rows in key order already spans about r / target_rows ranges
+        spanned = sum(rows * rows for _, _, rows in groups) / target_rows
+        if read <= MAX_READ_AMPLIFICATION * total + spanned:
             return ranges
         # row groups wider than the ranges (small tasks, or rows out of order) would be
         # read by many tasks: coarser ranges, down to one for fully unordered files
         target_rows *= 2
 
 
+def _pieces(pf: pq.ParquetFile, path, g: int, piece: int) -> list:
+    """``(lo, hi, rows)`` of consecutive slices of ``piece`` rows of row group ``g``,
+    from its key columns (only they are read)."""
+    try:
+        t = pf.read_row_group(g, columns=[S.OBS_ID, S.EVENT_ID], use_threads=False)
+    except (OSError, pa.ArrowException) as e:
+        raise InputError(path, f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
+    obs = np.asarray(t.column(0).to_numpy(zero_copy_only=False), np.int64)
+    ev = np.asarray(t.column(1).to_numpy(zero_copy_only=False), np.int64)
+    out = []
+    for a in range(0, len(obs), piece):
+        o, e = obs[a:a + piece], ev[a:a + piece]
+        o_lo, o_hi = int(o.min()), int(o.max())
+        out.append(((o_lo, int(e[o == o_lo].min())), (o_hi, int(e[o == o_hi].max())), len(o)))
+    return out
+
+
 def _cut(entries, target_rows: int) -> list:
     cuts: list = []
     acc = 0
+    last = entries[0][0] if entries else None   # a cut above the smallest key: no empty first range
     for lo, _, rows in entries:
-        if acc >= target_rows and (not cuts or lo > cuts[-1]):
+        if acc >= target_rows and lo > last:
             cuts.append(lo)
+            last = lo
             acc = 0
         acc += rows
     return list(zip([None, *cuts], [*cuts, None]))
@@ -143,6 +180,11 @@ def read_key_range(path, columns, lo: Key | None, hi: Key | None, event_ids: pa.
         nonempty = [g for g in range(pf.metadata.num_row_groups) if pf.metadata.row_group(g).num_rows]
         groups = [g for g, (a, b, _) in zip(nonempty, bounds) if _overlaps(a, b, lo, hi)]
     try:
+        if bounds is not None:
+            # statistics of a row group across an obs_id boundary bound its keys loosely
+            # (min and max event_id of different runs): its keys tell if it holds any
+            multi = {g for g, (a, b, _) in zip(nonempty, bounds) if a[0] != b[0]}
+            groups = [g for g in groups if g not in multi or _keys_in_range(pf, g, lo, hi)]
         if not groups:
             return pf.schema_arrow.empty_table().select(cols)
         if event_ids is None:
@@ -152,6 +194,13 @@ def read_key_range(path, columns, lo: Key | None, hi: Key | None, event_ids: pa.
         return pa.concat_tables(parts)
     except (OSError, pa.ArrowException, KeyError) as e:
         raise InputError(path, f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
+
+
+def _keys_in_range(pf: pq.ParquetFile, g: int, lo, hi) -> bool:
+    t = pf.read_row_group(g, columns=[S.OBS_ID, S.EVENT_ID], use_threads=False)
+    obs = np.asarray(t.column(0).to_numpy(zero_copy_only=False), np.int64)
+    ev = np.asarray(t.column(1).to_numpy(zero_copy_only=False), np.int64)
+    return bool(_in_range(obs, ev, lo, hi).any())
 
 
 def _filter(t: pa.Table, lo, hi, event_ids) -> pa.Table:
