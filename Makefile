@@ -7,7 +7,7 @@ SHARED ?= ../shared
 DEMO_OUT ?= demo-out
 DEMO_ML_SHOWERS ?= 20000
 
-.PHONY: venv install demo test bench bench-ml ml-data clean
+.PHONY: venv install demo test bench bench-ml bench-scale ml-data clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -n "$(PYTHON)" || { echo "make: no python3.11 or python3 found (set PYTHON=...)"; exit 1; }
@@ -63,6 +63,12 @@ ml-data: install
 bench-ml: install ml-data
 	$(PY) -m pip install -q -c constraints.txt -e ".[test,bench]"
 	$(PY) benchmarks/bench_ml.py --gamma $(ML_DATA)/gamma-dl2 --proton $(ML_DATA)/proton-dl2
+
+# scale-out: 1 vs 2 workers, Dask, per-input overhead (r1-to-dl1); memory for 1x / 10x inputs
+# and 1 vs 2 workers (dl1-to-dl2, apply-models)
+bench-scale: install ml-data
+	$(PY) benchmarks/bench_scale.py
+	$(PY) benchmarks/bench_dl2_scale.py --product $(ML_DATA)/gamma-dl2
 
 test: install
 	@test -d $(SHARED)/data/simtel || { echo "make: $(SHARED)/data/simtel missing"; exit 1; }
