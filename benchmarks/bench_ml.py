@@ -11,7 +11,11 @@ Split (by array event, splitmix64 hash, so no shower is in two parts): gammas 1/
 training, 1/3 classifier training, 1/3 test; protons 1/2 classifier training, 1/2 test.
 Per telescope type, on exactly the same rows and features (dvp's default feature list):
 
-- **dvp**: LightGBM (dvp's defaults: early stopping on 10 % of the training events);
+- **dvp**: LightGBM with dvp's configured parameters (``dvp.config``, ``--config`` /
+  ``--set`` as for ``dvp train``; by default energy: linear trees, learning rate 0.05,
+  early stopping after 50 rounds; particle: constant leaves, learning rate 0.1, 20
+  rounds), early stopping on 10 % of the training events, energies clipped to the
+  training range as ``dvp apply-models`` does;
 - **ctapipe**: scikit-learn ExtraTrees, 10 trees, max depth 10 (ctapipe's example config);
 - **lstchain**: scikit-learn RandomForest as lstchain's standard config (energy: 150 trees,
   depth 50, min_samples_leaf 2; particle: 100 trees, depth 100, min_samples_leaf 2,
@@ -22,7 +26,8 @@ array event the same way for every method (mean of log10 E and of gammaness, wei
 by intensity); dvp is also shown with its default inverse-variance energy weights. The
 classifier's reconstructed-energy feature comes from dvp's energy model for every method,
 so the classifier comparison isolates the classifier. Prints per-energy-bin energy bias
-and resolution, ROC AUC, training times and dvp's prediction speed.
+and resolution, ROC AUC, training times, dvp's prediction speed and how many proton
+telescope events dvp's energy model puts outside the gamma training range.
 """
 from __future__ import annotations
 
@@ -85,8 +90,13 @@ def train_all(kind, X, y, obs, ev, ml, threads):
     hold = group_validation(obs, ev, ml.validation_fraction, ml.seed)
     out = {}
     t0 = time.perf_counter()
-    b = _train_one(lgb, params, X, y, w, ~hold, hold, ml.max_rounds, ml.early_stopping_rounds)
-    out["dvp"] = (lambda Z, b=b: b.predict(Z, num_threads=threads), time.perf_counter() - t0, b)
+    b = _train_one(lgb, params, X, y, w, ~hold, hold, ml.max_rounds_for(kind), ml.early_stopping_rounds_for(kind))
+    dt = time.perf_counter() - t0
+    if kind == "energy":   # clipped to the training range, as ModelSet.predict
+        lo, hi = float(y.min()), float(y.max())
+        out["dvp"] = (lambda Z, b=b: np.clip(b.predict(Z, num_threads=threads), lo, hi), dt, b)
+    else:
+        out["dvp"] = (lambda Z, b=b: b.predict(Z, num_threads=threads), dt, b)
     for name, m in models(kind, threads, ml.seed).items():
         Xs = np.nan_to_num(X)
         t0 = time.perf_counter()
@@ -114,8 +124,16 @@ def main():
     ap.add_argument("--figures", type=Path, default=Path(__file__).parent / "figures")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--config", type=Path, default=None, help="dvp config file (its [ml] section)")
+    ap.add_argument("--set", action="append", default=[], help="dvp config override, e.g. "
+                    "ml.energy.lightgbm.linear_tree=false (repeatable)")
     args = ap.parse_args()
-    ml = load_config(None, [f"ml.seed={args.seed}"]).ml
+    ml = load_config(args.config, [*args.set, f"ml.seed={args.seed}"]).ml
+    print("dvp LightGBM parameters: energy " + ", ".join(
+        f"{k}={v}" for k, v in sorted(ml.lightgbm_for("energy").items())) +
+        f", early_stopping_rounds={ml.early_stopping_rounds_for('energy')}; particle " + ", ".join(
+        f"{k}={v}" for k, v in sorted(ml.lightgbm_for("particle").items())) +
+        f", early_stopping_rounds={ml.early_stopping_rounds_for('particle')}")
     espec = FeatureSpec.from_config(ml.energy, ml.derived)
     pspec = FeatureSpec.from_config(ml.particle, ml.derived)
     t0 = time.perf_counter()
@@ -158,8 +176,15 @@ def main():
             per_tel[m].append((cols[S.OBS_ID] + 1_000_000 * (1 - cols["label"]), cols[S.EVENT_ID], cols[S.TEL_ID],
                                cols["label"], e_pred, g_pred, cols[S.HILLAS_INTENSITY], part,
                                np.interp(log_int, table["log10_intensity"], table["sigma_log10"])))
-        # prediction speed of dvp's LightGBM on one thread (telescope events / s)
+        # the gamma energy model on protons: linear leaves extrapolate
         b_e, b_p = reg["dvp"][2], clf["dvp"][2]
+        pr = ue & (cols["label"] == 0)
+        raw = b_e.predict(Xe[pr], num_threads=args.threads)
+        lo, hi = ye[tr].min(), ye[tr].max()
+        print(f"{t}: energy model on {pr.sum():,} proton telescope events: {np.mean(raw > hi):.1%} above the "
+              f"gamma training range (log10 E <= {hi:.2f}; max {raw.max():.2f} before clipping), "
+              f"{np.mean(raw < lo):.2%} below")
+        # prediction speed of dvp's LightGBM on one thread (telescope events / s)
         f_e, f_p = flatten_lightgbm(b_e), flatten_lightgbm(b_p)
         Xbig = np.ascontiguousarray(np.tile(Xe[ue], (max(1, 200_000 // max(ue.sum(), 1)), 1)))
         best = min(_timed(lambda: f_e.predict(Xbig)) for _ in range(3))

@@ -4,9 +4,12 @@ Usage: python benchmarks/bench_ml_sweep.py --gamma G_DL2   (``make ml-data`` mak
 
 Per telescope type, on the same split as bench_ml.py (2/3 of the gamma array events to
 train, 1/3 to test), one thread: ctapipe's ExtraTrees (10 trees, depth 10) as the
-reference, then LightGBM with learning rates, depth limits and leaf counts, and
-energy-flattening weights. Prints seconds to train, trees, dvp forest-kernel
-prediction speed and the per-telescope resolution in three true-energy bins.
+reference, then LightGBM with dvp's energy parameters (``[ml.lightgbm]`` with
+``[ml.energy.lightgbm]`` over it) changed as each row says: leaf type, learning rates,
+depth limits, leaf counts, early-stopping patience, and energy-flattening weights.
+Prints seconds to train, trees, dvp forest-kernel prediction speed and the
+per-telescope resolution in three true-energy bins (predictions clipped to the
+training range, as dvp does).
 """
 from __future__ import annotations
 
@@ -25,12 +28,19 @@ from bench_ml import S, FeatureSpec, _lgb, group_uniform, group_validation, load
 from dvp.kernels.forest import flatten_lightgbm  # noqa: E402
 from dvp.ml.metrics import bias_resolution  # noqa: E402
 
+CONSTANT = dict(linear_tree=False, learning_rate=0.1)
+#: (LightGBM parameters over dvp's energy ones, early-stopping rounds; None: dvp's)
 GRID = [
-    dict(learning_rate=0.1, num_leaves=63, max_depth=-1),
-    dict(learning_rate=0.1, num_leaves=63, max_depth=8),     # dvp's default
-    dict(learning_rate=0.2, num_leaves=63, max_depth=8),
-    dict(learning_rate=0.3, num_leaves=31, max_depth=-1, min_data_in_leaf=20, max_bin=63, bagging_fraction=0.5),
-    dict(learning_rate=0.5, num_leaves=63, max_depth=-1, min_data_in_leaf=10, max_bin=63, bagging_fraction=0.5),
+    (dict(), None),                                                   # dvp's default: linear, lr 0.05, patience 50
+    (dict(learning_rate=0.1), 20),
+    (dict(learning_rate=0.1), 50),
+    (dict(CONSTANT, max_depth=-1), 20),
+    (dict(CONSTANT), 20),                                             # dvp's default before linear leaves
+    (dict(CONSTANT, learning_rate=0.2), 20),
+    (dict(CONSTANT, learning_rate=0.3, num_leaves=31, max_depth=-1, min_data_in_leaf=20, max_bin=63,
+          bagging_fraction=0.5), 20),
+    (dict(CONSTANT, learning_rate=0.5, num_leaves=63, max_depth=-1, min_data_in_leaf=10, max_bin=63,
+          bagging_fraction=0.5), 20),
 ]
 
 
@@ -65,15 +75,16 @@ def main():
               f"{score(et_.predict(np.nan_to_num(X[te])))}")
         h, edges = np.histogram(yt, bins=20)
         flat = 1.0 / np.maximum(h[np.clip(np.digitize(yt, edges) - 1, 0, len(h) - 1)], 1)
-        for g in GRID:
+        for g, esr in GRID:
+            esr = ml.early_stopping_rounds_for("energy") if esr is None else esr
             for wname, w in (("", None), (" flat-E weights", np.sqrt(flat / flat.mean()))):
-                p = dict(ml.lightgbm, **g, objective="regression", metric="l2", seed=0, deterministic=True,
-                         verbosity=-1, num_threads=1, feature_pre_filter=False)
+                p = dict(ml.lightgbm_for("energy"), **g, objective="regression", metric="l2", seed=0,
+                         deterministic=True, verbosity=-1, num_threads=1, feature_pre_filter=False)
                 t0 = time.perf_counter()
                 d = lgb.Dataset(Xt[~hold], yt[~hold], weight=None if w is None else w[~hold])
                 dv = lgb.Dataset(Xt[hold], yt[hold], weight=None if w is None else w[hold], reference=d)
-                b = lgb.train(p, d, ml.max_rounds, valid_sets=[dv],
-                              callbacks=[lgb.early_stopping(ml.early_stopping_rounds, verbose=False)])
+                b = lgb.train(p, d, ml.max_rounds_for("energy"), valid_sets=[dv],
+                              callbacks=[lgb.early_stopping(esr, verbose=False)])
                 dt = time.perf_counter() - t0
                 f = flatten_lightgbm(b)
                 Xs = np.ascontiguousarray(X[te])
@@ -81,8 +92,13 @@ def main():
                 t1 = time.perf_counter()
                 f.predict(Xs)
                 speed = len(Xs) / (time.perf_counter() - t1)
-                label = ", ".join(f"{k}={v}" for k, v in g.items()) + wname
-                print(f"  {label:95s} train {dt:5.2f} s, {b.num_trees():4d} trees, {speed:9,.0f} ev/s  {score(f.predict(Xs))}")
+                label = ", ".join(f"{k}={v}" for k, v in {**g, "esr": esr}.items())
+                if not g and esr == ml.early_stopping_rounds_for("energy"):
+                    label = "dvp's default (" + ", ".join(f"{k}={v}" for k, v in ml.model("energy").lightgbm.items()) \
+                        + f", esr={esr})"
+                pred = np.clip(f.predict(Xs), yt.min(), yt.max())
+                print(f"  {label + wname:95s} train {dt:5.2f} s, {b.num_trees():4d} trees, {speed:9,.0f} ev/s  "
+                      f"{score(pred)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -428,36 +428,59 @@ COMBINE_WEIGHTS = {"energy": ("inverse_variance", "intensity", "aspect_weighted_
                    "particle": ("none", "intensity", "aspect_weighted_intensity")}
 ML_QUALITY = (("valid_image", "is_valid"), ("valid_geometry", "reco_is_valid"),
               ("positive_intensity", "hillas_intensity_pe > 0"))
-#: LightGBM parameters (https://lightgbm.readthedocs.io/en/stable/Parameters.html); the
-#: objective is set by the model kind, the seed by ``ml.seed``. max_depth 8 keeps the same
-#: accuracy as unlimited depth on toy MC but halves the depth each prediction walks
-#: (benchmarks/RESULTS.md); one thread by default because OpenMP threads competing with
-#: other processes on a busy node slowed training tenfold in our measurements.
+#: LightGBM parameters (https://lightgbm.readthedocs.io/en/stable/Parameters.html) of both
+#: model kinds, ``[ml.lightgbm]``; the objective is set by the model kind, the seed by
+#: ``ml.seed``. max_depth 8 keeps the same accuracy as unlimited depth on toy MC but
+#: halves the depth each prediction walks (benchmarks/RESULTS.md); one thread by default
+#: because OpenMP threads competing with other processes on a busy node slowed training
+#: tenfold in our measurements.
 LIGHTGBM_DEFAULTS = {"learning_rate": 0.1, "num_leaves": 63, "max_depth": 8, "min_data_in_leaf": 50, "max_bin": 127,
                      "feature_fraction": 0.9, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
                      "num_threads": 1}
+#: per kind, ``[ml.<kind>.lightgbm]``: over ``[ml.lightgbm]`` key by key. Energy: linear
+#: leaves (constant + coefficients times the leaf's branch features) at a smaller learning
+#: rate fit the sparse high-energy tail that constant leaves under-fit (3-10 TeV resolution
+#: 0.04 instead of 0.08 on toy MC, equal or better in every bin; benchmarks/RESULTS.md),
+#: for about twice the training time. The classifier keeps constant leaves (linear ones
+#: cost it time and AUC at the lowest energies).
+KIND_LIGHTGBM_DEFAULTS = {"energy": {"linear_tree": True, "learning_rate": 0.05}, "particle": {}}
+#: per kind, ``[ml.<kind>] early_stopping_rounds`` (None: ``ml.early_stopping_rounds``);
+#: a smaller learning rate needs more patience
+KIND_EARLY_STOPPING_DEFAULTS = {"energy": 50, "particle": None}
 _LIGHTGBM_FORBIDDEN = {"objective", "seed", "metric", "verbose", "verbosity", "deterministic"}
+_MODEL_KEYS = ("features", "weights", "quality", "lightgbm", "max_rounds", "early_stopping_rounds")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """One model kind: its features (in order), its training/apply quality query and how
-    telescope predictions are combined per array event."""
+    """One model kind: its features (in order), its training/apply quality query, how
+    telescope predictions are combined per array event, and its training settings over
+    the ``[ml]`` ones: LightGBM parameters replacing ``[ml.lightgbm]``'s key by key,
+    boosting rounds and early stopping (None: ``[ml]``'s)."""
 
     kind: str
     features: tuple
     weights: str
     quality: QualityQuery
+    lightgbm: Mapping = field(default_factory=lambda: MappingProxyType({}))
+    max_rounds: int | None = None
+    early_stopping_rounds: int | None = None
 
     def to_dict(self) -> dict:
-        return {"features": list(self.features), "weights": self.weights,
-                "quality": {"criteria": [list(c) for c in self.quality.criteria]}}
+        out = {"features": list(self.features), "weights": self.weights,
+               "quality": {"criteria": [list(c) for c in self.quality.criteria]}, "lightgbm": dict(self.lightgbm)}
+        for key in ("max_rounds", "early_stopping_rounds"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
 
 
 def _default_model(kind):
     names = tuple(n for n, _ in DEFAULT_DERIVED)
     return ModelConfig(kind, ENERGY_FEATURES if kind == "energy" else PARTICLE_FEATURES,
-                       COMBINE_WEIGHTS[kind][0], QualityQuery(ML_QUALITY, "defaults", "ml", names))
+                       COMBINE_WEIGHTS[kind][0], QualityQuery(ML_QUALITY, "defaults", "ml", names),
+                       MappingProxyType(dict(KIND_LIGHTGBM_DEFAULTS[kind])),
+                       early_stopping_rounds=KIND_EARLY_STOPPING_DEFAULTS[kind])
 
 
 @dataclass(frozen=True)
@@ -475,14 +498,22 @@ class MLConfig:
         [ml.derived]                # name = expression over columns and earlier names
         log10_intensity = "log10(hillas_intensity_pe)"
 
-        [ml.lightgbm]               # any LightGBM parameter
+        [ml.lightgbm]               # any LightGBM parameter (main names, not aliases)
         learning_rate = 0.1
 
         [ml.energy]                 # and [ml.particle]
         features = ["log10_intensity", "hillas_width_deg", ...]
         weights = "inverse_variance"    # intensity, aspect_weighted_intensity, none
+        early_stopping_rounds = 50  # and max_rounds: this kind's, over [ml]'s
+        [ml.energy.lightgbm]        # this kind's LightGBM parameters over [ml.lightgbm], key by key
+        linear_tree = true
+        learning_rate = 0.05
         [ml.energy.quality]
         criteria = [["valid_image", "is_valid"], ...]
+
+    The energy model's defaults set ``linear_tree``, ``learning_rate`` and
+    ``early_stopping_rounds`` in ``[ml.energy]`` (:data:`KIND_LIGHTGBM_DEFAULTS`), so
+    those keys in ``[ml.lightgbm]`` or ``[ml]`` reach the particle model only.
     """
 
     n_folds: int = 5
@@ -499,6 +530,18 @@ class MLConfig:
     def model(self, kind: str) -> ModelConfig:
         return {"energy": self.energy, "particle": self.particle}[kind]
 
+    def lightgbm_for(self, kind: str) -> dict:
+        """The LightGBM parameters of ``kind``: ``[ml.lightgbm]`` with ``[ml.<kind>.lightgbm]`` over it."""
+        return {**self.lightgbm, **self.model(kind).lightgbm}
+
+    def max_rounds_for(self, kind: str) -> int:
+        m = self.model(kind).max_rounds
+        return self.max_rounds if m is None else m
+
+    def early_stopping_rounds_for(self, kind: str) -> int:
+        m = self.model(kind).early_stopping_rounds
+        return self.early_stopping_rounds if m is None else m
+
     def to_dict(self) -> dict:
         return {"n_folds": self.n_folds, "seed": self.seed, "max_rounds": self.max_rounds,
                 "early_stopping_rounds": self.early_stopping_rounds,
@@ -510,6 +553,16 @@ class MLConfig:
 
 _ML_SCALARS = {"n_folds": int, "seed": int, "max_rounds": int, "early_stopping_rounds": int,
                "validation_fraction": float, "max_telescope_events": int}
+
+
+def _lightgbm_table(value, where: str) -> dict:
+    """A ``[ml.lightgbm]``-like table: LightGBM parameters, none of those dvp sets."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: expected a table of LightGBM parameters")
+    bad = sorted(set(value) & _LIGHTGBM_FORBIDDEN)
+    if bad:
+        raise ConfigError(f"{where}.{bad[0]}: set by dvp (objective from the model kind, seed from ml.seed)")
+    return dict(value)
 
 
 def _ml(raw: Mapping, source: str) -> MLConfig:
@@ -541,15 +594,13 @@ def _ml(raw: Mapping, source: str) -> MLConfig:
                 raise ConfigError(f"{where}: expected {typ.__name__}, got {value!r}")
             kwargs[key] = typ(value)
         elif key == "lightgbm":
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{where}: expected a table of LightGBM parameters")
-            bad = sorted(set(value) & _LIGHTGBM_FORBIDDEN)
-            if bad:
-                raise ConfigError(f"{where}.{bad[0]}: set by dvp (objective from the model kind, seed from ml.seed)")
-            kwargs[key] = MappingProxyType({**LIGHTGBM_DEFAULTS, **value})
+            kwargs[key] = MappingProxyType({**LIGHTGBM_DEFAULTS, **_lightgbm_table(value, where)})
         elif key in ("energy", "particle"):
-            if not isinstance(value, Mapping) or set(value) - {"features", "weights", "quality"}:
-                raise ConfigError(f"{where}: expected a table with features, weights and quality")
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}: expected a table ({', '.join(_MODEL_KEYS)})")
+            unknown = [k for k in value if k not in _MODEL_KEYS]
+            if unknown:
+                raise ConfigError(f"{source}: unknown key 'ml.{key}.{unknown[0]}' (known: {', '.join(_MODEL_KEYS)})")
             m = _default_model(key)
             feats = value.get("features", m.features)
             if not isinstance(feats, (list, tuple)) or not feats or not all(isinstance(f, str) for f in feats):
@@ -572,7 +623,14 @@ def _ml(raw: Mapping, source: str) -> MLConfig:
                                  source, "ml", names)
             else:
                 q = QualityQuery(q.criteria, q.source, "ml", names)
-            kwargs[key] = ModelConfig(key, tuple(feats), w, q)
+            lgbm = {**m.lightgbm, **_lightgbm_table(value.get("lightgbm", {}), f"{where}.lightgbm")}
+            rounds = {}
+            for rk in ("max_rounds", "early_stopping_rounds"):
+                rv = value.get(rk, getattr(m, rk))
+                if rv is not None and (isinstance(rv, bool) or not isinstance(rv, int) or rv < 1):
+                    raise ConfigError(f"{where}.{rk}: expected a positive int, got {rv!r}")
+                rounds[rk] = rv
+            kwargs[key] = ModelConfig(key, tuple(feats), w, q, MappingProxyType(lgbm), **rounds)
         else:
             known = ", ".join(["derived", "lightgbm", "energy", "particle", *_ML_SCALARS])
             raise ConfigError(f"{source}: unknown key 'ml.{key}' (known: {known})")

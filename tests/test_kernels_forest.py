@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from dvp.kernels.forest import Forest, _raw_score, flatten_lightgbm
+from dvp.kernels.forest import (MISSING_NAN, MISSING_ZERO, Forest, _plain_rows, _raw_score, _raw_score_linear,
+                                _raw_score_missing, flatten_lightgbm)
 
 
 def _tiny():
@@ -67,3 +68,246 @@ def test_single_leaf_trees():
     b = lgb.train(dict(objective="regression", verbosity=-1, min_data_in_leaf=5), lgb.Dataset(X, y), 3)
     f = flatten_lightgbm(b)
     np.testing.assert_array_equal(f.predict(np.ones((4, 2))), b.predict(np.ones((4, 2))))
+
+
+# -- linear leaves (linear_tree = true) and LightGBM's missing values ----------------------
+
+# Two trees over (x0, x1), written as LightGBM's text model (verified against LightGBM):
+# tree 0: x0 <= 1 (NaN-missing split, NaN goes right) ? (x1 <= 0.5 ? leaf 0 : leaf 1) : leaf 2
+#         leaf 0 = 0.5 + 2 x0 - x1, leaf 1 = -1 + 0.25 x1, leaf 2 = 4; leaf values 1, 2, 3
+# tree 1: x1 <= -1 (Zero-missing split with 0/NaN going left, or an ordinary split)
+#         ? leaf 0 = 0 + 1 x0 : leaf 1 = 1 + 3 x0; leaf values 10, 20
+_LINEAR_MODEL = """tree
+version=v4
+num_class=1
+num_tree_per_iteration=1
+label_index=0
+max_feature_idx=1
+objective=regression
+feature_names=a b
+feature_infos=[-10:10] [-10:10]
+
+Tree=0
+num_leaves=3
+num_cat=0
+split_feature=0 1
+split_gain=1 1
+threshold=1 0.5
+decision_type=8 2
+left_child=1 -1
+right_child=-3 -2
+leaf_value=1 2 3
+leaf_weight=1 1 1
+leaf_count=1 1 1
+internal_value=0 0
+internal_weight=1 1
+internal_count=3 2
+is_linear=1
+leaf_const=0.5 -1 4
+num_features=2 1 0
+leaf_features=0 1  1   
+leaf_coeff=2 -1  0.25   
+shrinkage=1
+
+
+Tree=1
+num_leaves=2
+num_cat=0
+split_feature=1
+split_gain=1
+threshold=-1
+decision_type=DECISION
+left_child=-1
+right_child=-2
+leaf_value=10 20
+leaf_weight=1 1
+leaf_count=1 1
+internal_value=0
+internal_weight=1
+internal_count=2
+is_linear=1
+leaf_const=0 1
+num_features=1 1
+leaf_features=0  0  
+leaf_coeff=1  3  
+shrinkage=1
+
+
+end of trees
+
+pandas_categorical:null
+"""
+_NAN = np.nan
+_ROWS = np.array([[0.5, 0.2], [_NAN, 0.2], [0.5, _NAN], [0.5, 0.0], [0.5, -2.0], [2.0, 0.7], [0.5, 1e-36],
+                  [_NAN, _NAN], [0.5, 0.7], [0.0, 2e-35], [0.5, -0.0]])
+
+
+def _expected(zero_split):
+    t0 = [0.5 + 2 * 0.5 + -1 * 0.2, 4.0, 1.0, 0.5 + 2 * 0.5 + -1 * 0.0, 0.5 + 2 * 0.5 + -1 * -2.0, 4.0,
+          0.5 + 2 * 0.5 + -1 * 0.0,   # 1e-36 is read as 0
+          4.0,                          # NaN x0: default (right) child; leaf 2 has no NaN feature
+          -1 + 0.25 * 0.7, 0.5 + 2 * 0.0 + -1 * 2e-35, 0.5 + 2 * 0.5 + -1 * 0.0]
+    left, right = 0 + 1 * 0.5, 1 + 3 * 0.5   # tree 1 with x0 = 0.5
+    if zero_split:   # 0, -0, 1e-36 and NaN x1 go left
+        t1 = [right, 20.0, left, left, left, 1 + 3 * 2.0, left, 10.0, right, 1 + 3 * 0.0, left]
+    else:            # NaN x1 is read as 0 (> -1): right
+        t1 = [right, 20.0, right, right, left, 1 + 3 * 2.0, right, 20.0, right, 1 + 3 * 0.0, right]
+    # leaf 0 of tree 0 with NaN x1 outputs its leaf value (1); leaf 1 of tree 1 with NaN x0 its value (20)
+    return np.array(t0) + np.array(t1)
+
+
+def _tiny_linear(zero_split):
+    nodes = 5 + 3
+    return Forest(feature=[0, 1, 0, 0, 0, 1, 0, 0], threshold=[1.0, 0.5] + [np.inf] * 3 + [-1.0] + [np.inf] * 2,
+                  child=[1, 4, 2, 3, 2, 2, 3, 3, 4, 4, 1, 2, 1, 1, 2, 2], node_offset=[0, 5], depth=[2, 1],
+                  n_internal=[2, 1], leaf_value=[1.0, 2.0, 3.0, 10.0, 20.0], leaf_offset=[0, 3], n_features=2,
+                  missing=[MISSING_NAN, 0, 0, 0, 0, MISSING_ZERO if zero_split else 0, 0, 0],
+                  default_left=[False] + [True] * (nodes - 1),
+                  leaf_const=[0.5, -1.0, 4.0, 0.0, 1.0], leaf_features=[[0, 1], [1], [], [0], [0]],
+                  leaf_coeff=[[2.0, -1.0], [0.25], [], [1.0], [3.0]])
+
+
+@pytest.mark.parametrize("zero_split", [False, True])
+def test_hand_worked_linear_forest(zero_split):
+    import lightgbm as lgb
+    want = np.tile(_expected(zero_split), 2)              # 22 rows: two blocks of 8 and a tail
+    X = np.tile(_ROWS, (2, 1))
+    f = _tiny_linear(zero_split)
+    assert f.linear and f.zero_splits == zero_split
+    np.testing.assert_array_equal(f.predict(X), want)
+    # the same trees as a LightGBM model: LightGBM agrees, and so does the flattened model
+    b = lgb.Booster(model_str=_LINEAR_MODEL.replace("DECISION", "6" if zero_split else "2"))
+    np.testing.assert_array_equal(b.predict(X), want)
+    g = flatten_lightgbm(b)
+    for name in ("feature", "threshold", "child", "missing", "default_left", "leaf_value", "leaf_const", "coef_ptr",
+                 "coef_feature", "coef_value"):
+        np.testing.assert_array_equal(getattr(g, name), getattr(f, name), err_msg=name)
+    np.testing.assert_array_equal(g.predict(X), want)
+    # rows of ordinary values only: the fast linear kernel
+    plain = ~np.isnan(_ROWS).any(axis=1) & (np.abs(_ROWS) > 1e-35).all(axis=1)
+    np.testing.assert_array_equal(f.predict(_ROWS[plain]), _expected(zero_split)[plain])
+
+
+def test_tiny_values_are_read_as_zero_in_linear_leaves():
+    """LightGBM's predict reads |x| <= 1e-35 (as float32) as 0: visible with a coefficient of 1e30."""
+    import lightgbm as lgb
+    b = lgb.Booster(model_str=_LINEAR_MODEL.replace("DECISION", "2").replace("leaf_coeff=1  3", "leaf_coeff=1e30  3"))
+    X = np.array([[1e-36, -2.0], [-1e-36, -2.0], [1e-35, -2.0], [np.float32(1e-35), -2.0], [2e-35, -2.0]] * 3)
+    tree0 = 0.5 + 2 * X[:, 0] + -1 * -2.0
+    want = tree0 + np.where(np.abs(X[:, 0]) <= float(np.float32(1e-35)), 0.0, 1e30 * X[:, 0])
+    assert want[4] - tree0[4] == pytest.approx(2e-5)   # 2e-35 is not small enough
+    np.testing.assert_array_equal(b.predict(X), want)
+    np.testing.assert_array_equal(flatten_lightgbm(b).predict(X), want)
+
+
+def test_linear_kernels_jit_match_python():
+    f = _tiny_linear(False)
+    rng = np.random.default_rng(2)
+    X = rng.uniform(-3, 3, (43, 2))
+    common = (f.feature, f.threshold, f.child, f.node_offset)
+    linear = (f.leaf_const, f.coef_ptr, f.coef_feature, f.coef_value, 0.25)
+    outs = np.empty((4, 43))
+    _raw_score_linear(X, *common, f.depth, f.n_internal, f.leaf_offset, *linear, outs[0])
+    _raw_score_linear.py_func(X, *common, f.depth, f.n_internal, f.leaf_offset, *linear, outs[1])
+    X[::3, 0] = np.nan
+    X[1::5, 1] = 0.0
+    X[2::7, 1] = -1e-37
+    g = _tiny_linear(True)
+    args = (g.feature, g.threshold, g.child, g.missing, g.default_left, g.node_offset, g.n_internal, g.leaf_value,
+            g.leaf_offset, *linear)
+    _raw_score_missing(X, *args, outs[2])
+    _raw_score_missing.py_func(X, *args, outs[3])
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_array_equal(outs[2], outs[3])
+    assert np.isfinite(outs).all()
+    a, b = np.empty(43, bool), np.empty(43, bool)
+    _plain_rows(X, a)
+    _plain_rows.py_func(X, b)
+    np.testing.assert_array_equal(a, b)
+    assert (~a).sum() == len(set(range(0, 43, 3)) | set(range(2, 43, 7)))   # NaN and 1e-37; 0.0 is plain
+
+
+def _lgb_data(rng, n, nan_fraction):
+    X = rng.normal(size=(n, 5))
+    X[:, 3] = np.round(X[:, 3])           # ties on thresholds, many exact zeros
+    y = X[:, 0] * 2 + np.sin(3 * X[:, 1]) + X[:, 2] * (X[:, 3] > 0) + 0.1 * rng.normal(size=n)
+    X[rng.random(X.shape) < nan_fraction] = np.nan
+    return X, y
+
+
+@pytest.mark.parametrize("linear,train_nan,zero_as_missing", [
+    (True, 0.05, False), (True, 0.0, False), (False, 0.05, False), (False, 0.0, True), (False, 0.05, True)])
+def test_equals_lightgbm_with_missing_values(linear, train_nan, zero_as_missing):
+    """Bit for bit, NaN, zeros, -0.0, 1e-35-small and infinite values included (LightGBM
+    refuses zero_as_missing with linear trees)."""
+    import lightgbm as lgb
+    rng = np.random.default_rng(3)
+    X, y = _lgb_data(rng, 2000, train_nan)
+    params = dict(objective="regression", linear_tree=linear, zero_as_missing=zero_as_missing, num_leaves=15,
+                  learning_rate=0.2, min_data_in_leaf=10, verbosity=-1, seed=0, deterministic=True, num_threads=1)
+    b = lgb.train(params, lgb.Dataset(X, y), 30)
+    f = flatten_lightgbm(b)
+    assert f.linear == linear and (f.zero_splits or not zero_as_missing)
+    if linear:
+        assert len(f.coef_value) > 0
+    Xt, _ = _lgb_data(rng, 1500, 0.03)
+    Xt[rng.random(Xt.shape) < 0.01] = 0.0
+    Xt[rng.random(Xt.shape) < 0.01] = -0.0
+    Xt[rng.random(Xt.shape) < 0.01] = 3e-36
+    Xt[rng.random(Xt.shape) < 0.005] = np.inf
+    Xt[rng.random(Xt.shape) < 0.005] = -np.inf
+    for Z in (Xt, Xt.astype(np.float32), np.ascontiguousarray(Xt[np.isfinite(Xt).all(axis=1)])):
+        np.testing.assert_array_equal(f.predict(Z), b.predict(Z))
+
+
+def test_linear_trees_in_a_model_file_are_not_ignored():
+    """The old kernel summed leaf values of linear trees: wrong by up to the whole target range."""
+    import lightgbm as lgb
+    rng = np.random.default_rng(4)
+    X, y = _lgb_data(rng, 3000, 0.0)
+    params = dict(objective="regression", linear_tree=True, verbosity=-1, num_threads=1, seed=0)
+    b = lgb.train(params, lgb.Dataset(X, y), 20)
+    b = lgb.Booster(model_str=b.model_to_string())
+    f = flatten_lightgbm(b)
+    np.testing.assert_array_equal(f.predict(X), b.predict(X))
+    np.testing.assert_array_equal(f.predict(X.astype(np.float32)), b.predict(X.astype(np.float32)))
+    const = Forest(f.feature, f.threshold, f.child, f.node_offset, f.depth, f.n_internal, f.leaf_value,
+                   f.leaf_offset, 5)
+    assert np.max(np.abs(const.predict(X) - b.predict(X))) > 0.1
+
+
+@pytest.mark.parametrize("params,message", [
+    (dict(objective="regression", reg_sqrt=True), "reg_sqrt"),
+    (dict(objective="regression", boosting="rf", bagging_fraction=0.5, bagging_freq=1), "boosting = rf"),
+    (dict(objective="multiclass", num_class=3), "objective"),
+    (dict(objective="poisson"), "objective"),
+    (dict(objective="binary", sigmoid=2.0), "sigmoid"),
+    (dict(objective="regression", categorical=True), "categorical"),
+])
+def test_unsupported_models_raise(params, message):
+    import lightgbm as lgb
+    rng = np.random.default_rng(5)
+    X = rng.integers(0, 6, (600, 3)).astype(float)
+    y = X[:, 0] + (X[:, 1] == 2) + rng.random(600)
+    params = dict(params, verbosity=-1, num_threads=1, min_data_in_leaf=5, min_data_per_group=5, cat_smooth=1)
+    cat = params.pop("categorical", False)
+    if params["objective"] == "binary":
+        y = (y > y.mean()).astype(float)
+    elif params["objective"] == "multiclass":
+        y = np.minimum(X[:, 0] // 2, 2)
+    b = lgb.train(params, lgb.Dataset(X, y, categorical_feature=[1] if cat else "auto"), 5)
+    with pytest.raises(ValueError, match=message):
+        flatten_lightgbm(b)
+
+
+def test_bad_forest_arrays_raise():
+    f = _tiny_linear(False)
+    base = dict(threshold=f.threshold, child=f.child, node_offset=f.node_offset, depth=f.depth,
+                n_internal=f.n_internal, leaf_value=f.leaf_value, leaf_offset=f.leaf_offset, n_features=2)
+    with pytest.raises(ValueError, match="feature index"):
+        Forest(feature=[0, 2, 0, 0, 0, 1, 0, 0], **base)
+    with pytest.raises(ValueError, match="leaf feature index"):
+        Forest(feature=f.feature, **base, leaf_const=f.leaf_const, leaf_features=[[0, 5], [1], [], [0], [0]],
+               leaf_coeff=[[2.0, -1.0], [0.25], [], [1.0], [3.0]])
+    with pytest.raises(ValueError, match="inconsistent"):
+        Forest(feature=f.feature, **{**base, "child": np.where(f.child == 4, 5, f.child)})

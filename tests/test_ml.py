@@ -164,11 +164,73 @@ def test_roc_auc_and_bias_resolution_hand_worked():
     ("ml.particle.weights=\"inverse_variance\"", "must be one of"),
     ("ml.n_folds=1", "at least 2"),
     ("ml.trees=3", "unknown key 'ml.trees'"),
+    ("ml.energy.trees=3", "unknown key 'ml.energy.trees'"),
+    ("ml.particle.lightgbm.seed=3", "ml.particle.lightgbm.seed: set by dvp"),
+    ("ml.energy.lightgbm=3", "ml.energy.lightgbm: expected a table"),
+    ("ml.particle.early_stopping_rounds=0", "ml.particle.early_stopping_rounds: expected a positive int"),
+    ("ml.energy.max_rounds=true", "ml.energy.max_rounds: expected a positive int"),
 ])
 def test_bad_ml_config(override, message):
     with pytest.raises(DvpError) as e:
         load_config(None, [override])
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_per_kind_lightgbm_parameters():
+    """[ml.<kind>.lightgbm] replaces [ml.lightgbm] key by key for that kind only; the
+    energy model defaults to linear trees at learning rate 0.05 with 50 rounds of patience."""
+    ml = load_config().ml
+    e, p = M.lightgbm_params("energy", ml), M.lightgbm_params("particle", ml)
+    assert e["linear_tree"] is True and e["learning_rate"] == 0.05 and e["objective"] == "regression"
+    assert "linear_tree" not in p and p["learning_rate"] == 0.1 and p["objective"] == "binary"
+    assert {k: v for k, v in e.items() if k not in ("linear_tree", "learning_rate", "objective", "metric")} == \
+        {k: v for k, v in p.items() if k not in ("learning_rate", "objective", "metric")}
+    assert (ml.early_stopping_rounds_for("energy"), ml.early_stopping_rounds_for("particle")) == (50, 20)
+    assert ml.max_rounds_for("energy") == ml.max_rounds_for("particle") == 1000
+    ml = load_config(None, ["ml.lightgbm.num_leaves=31", "ml.lightgbm.learning_rate=0.3",
+                            "ml.energy.lightgbm.min_data_in_leaf=7", "ml.particle.lightgbm.linear_tree=true",
+                            "ml.particle.early_stopping_rounds=9", "ml.energy.max_rounds=77",
+                            "ml.early_stopping_rounds=5"]).ml
+    e, p = M.lightgbm_params("energy", ml), M.lightgbm_params("particle", ml)
+    assert e["num_leaves"] == p["num_leaves"] == 31                     # [ml.lightgbm] reaches both kinds
+    assert e["learning_rate"] == 0.05 and p["learning_rate"] == 0.3     # ... unless the kind sets the key
+    assert e["min_data_in_leaf"] == 7 and p["min_data_in_leaf"] == 50
+    assert e["linear_tree"] is True and p["linear_tree"] is True
+    assert (ml.early_stopping_rounds_for("energy"), ml.early_stopping_rounds_for("particle")) == (50, 9)
+    assert (ml.max_rounds_for("energy"), ml.max_rounds_for("particle")) == (77, 1000)
+    # the fits of a plan get the kind's parameters, rounds and patience
+    rng = np.random.default_rng(0)
+    X, obs, ev = rng.normal(size=(200, 2)).astype(np.float32), np.ones(200, np.int64), np.arange(200)
+    for kind, y in (("energy", X[:, 0]), ("particle", (X[:, 0] > 0).astype(float))):
+        plan = M.plan_fit(kind, X, y, obs, ev, ml)
+        rounds = (ml.max_rounds_for(kind), ml.early_stopping_rounds_for(kind))
+        assert {(t.max_rounds, t.esr) for t in plan.tasks} == {rounds}
+        assert all(t.params == M.lightgbm_params(kind, ml) for t in plan.tasks)
+
+
+def test_ml_config_round_trip(tmp_path):
+    import yaml
+
+    from dvp.config import config_from_data
+    overrides = ["ml.energy.lightgbm.num_leaves=15", "ml.particle.lightgbm.learning_rate=0.2",
+                 "ml.particle.max_rounds=300", "ml.energy.early_stopping_rounds=40", "ml.lightgbm.max_bin=63"]
+    for cfg in (load_config(), load_config(None, overrides)):
+        d = cfg.to_dict()
+        again = config_from_data(d)
+        assert again.to_dict() == d
+        f = tmp_path / "c.yaml"
+        f.write_text(yaml.safe_dump(d))
+        from_file = load_config(f)
+        assert from_file.to_dict() == d
+        for kind in ("energy", "particle"):
+            for c in (again, from_file):
+                assert M.lightgbm_params(kind, c.ml) == M.lightgbm_params(kind, cfg.ml)
+                assert c.ml.early_stopping_rounds_for(kind) == cfg.ml.early_stopping_rounds_for(kind)
+                assert c.ml.max_rounds_for(kind) == cfg.ml.max_rounds_for(kind)
+    d = load_config(None, overrides).to_dict()["ml"]
+    assert d["energy"]["lightgbm"] == {"linear_tree": True, "learning_rate": 0.05, "num_leaves": 15}
+    assert d["particle"]["lightgbm"] == {"learning_rate": 0.2} and d["particle"]["max_rounds"] == 300
+    assert "early_stopping_rounds" not in d["particle"] and d["energy"]["early_stopping_rounds"] == 40
 
 
 def test_derived_features_from_config():
@@ -240,12 +302,38 @@ def test_trained_models_beat_chance(trained):
     ev = pl.read_parquet(trained / "both" / "dl2" / "*.parquet")
     ok = ev.filter(pl.col(S.RECO_ENERGY_IS_VALID))
     assert ok.height > 0.5 * ev.filter(pl.col(S.RECO_IS_VALID)).height
-    r = np.corrcoef(np.log10(ok[S.RECO_ENERGY].to_numpy()), np.log10(ok[S.TRUE_ENERGY].to_numpy()))[0, 1]
-    assert r > 0.9
+    # the energy model is a gamma model: protons get a gamma-equivalent energy, which
+    # linear leaves extrapolate (so it is clipped to the training range)
+    gam = ok.filter(pl.col(S.PARTICLE) == "gamma")
+    r = np.corrcoef(np.log10(gam[S.RECO_ENERGY].to_numpy()), np.log10(gam[S.TRUE_ENERGY].to_numpy()))[0, 1]
+    assert r > 0.95
+    lo = min(info["log10_energy_range"][0] for info in meta["telescope_types"].values())
+    hi = max(info["log10_energy_range"][1] for info in meta["telescope_types"].values())
+    le = np.log10(ok[S.RECO_ENERGY].to_numpy())
+    assert lo <= le.min() and le.max() <= hi + 1e-12
     gm = ev.filter(pl.col(S.GAMMANESS_IS_VALID))
     auc = roc_auc(gm[S.GAMMANESS].to_numpy(), (gm[S.PARTICLE] == "gamma").to_numpy())
     assert auc > 0.8
     assert ((ev[S.RECO_ENERGY_UNCERT] > 0) | ~ev[S.RECO_ENERGY_IS_VALID]).all()
+
+
+def test_energy_models_are_linear_trees_evaluated_exactly(trained):
+    """The default energy model has linear leaves; apply-models' kernel gives LightGBM's
+    predictions bit for bit, clipped to the training range."""
+    ms = M.ModelSet.load(trained / "energy")
+    assert ms.meta["lightgbm_params"]["linear_tree"] is True
+    rng = np.random.default_rng(0)
+    for tel_type, b in ms.boosters.items():
+        assert "is_linear=1" in b.model_to_string()
+        X = (rng.normal(size=(500, len(ms.spec.features))) * 1000).astype(np.float32)
+        lo, hi = ms.meta["telescope_types"][tel_type]["log10_energy_range"]
+        ref = b.predict(X)
+        np.testing.assert_array_equal(ms.predict(tel_type, X), np.clip(ref, lo, hi))
+        assert ((ref < lo) | (ref > hi)).any()   # these random rows do leave the range
+    pms = M.ModelSet.load(trained / "particle")
+    assert "linear_tree" not in pms.meta["lightgbm_params"]
+    for b in pms.boosters.values():
+        assert "is_linear=1" not in b.model_to_string()
 
 
 def test_apply_output_is_a_complete_product(trained):

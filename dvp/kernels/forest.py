@@ -1,45 +1,180 @@
-"""Evaluate a gradient-boosted forest of numerical binary trees on finite feature rows.
+"""Evaluate a gradient-boosted forest of numerical binary trees (a LightGBM model) on feature rows.
 
 The trees (from a LightGBM model, :func:`flatten_lightgbm`) are flat arrays: for every
-internal node its feature, threshold and children (a child ``< 0`` is leaf ``~child``).
-A row goes left when ``x[feature] <= threshold``, LightGBM's rule for numerical splits;
-missing values never reach this kernel (rows with a non-finite feature get no
-prediction), so LightGBM's missing-value routing is not needed. The raw score is the sum
-of the leaf values in tree order, as LightGBM sums it.
+internal node its feature, threshold and children (tree-local node numbers; leaves
+come after the internal nodes). A row goes left when ``x[feature] <= threshold``,
+LightGBM's rule for numerical splits. The raw score is the sum of the leaf outputs in
+tree order, as LightGBM sums it, so predictions are LightGBM's bit for bit.
+
+A leaf outputs its ``leaf_value``, or, in a model trained with ``linear_tree = true``,
+``leaf_const + sum_i coeff_i * x[feature_i]`` summed in LightGBM's order; if one of
+those ``x[feature_i]`` is NaN the leaf outputs its ``leaf_value`` instead (LightGBM's rule).
+
+Missing and near-zero values follow LightGBM's ``predict`` too: it reads every
+``|x| <= 1e-35`` as 0; at a split a NaN goes to the split's default child if the split
+learnt missing values (``missing_type`` NaN) and is read as 0 otherwise, and a
+``missing_type`` Zero split sends 0 (and NaN) to its default child. The fast kernels walk
+8 rows in lockstep without branches and need none of this, so :meth:`Forest.predict`
+gives them the rows of ordinary values and a per-row kernel implementing all of it the
+rest (rows holding a NaN or a ``0 < |x| <= 1e-35``; every row for forests with Zero
+splits). dvp itself predicts only rows of finite features.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
-
-#: rows walked through a tree together: independent walks keep the CPU busy while one
-#: row's comparison resolves, and the select between children compiles without branches
+#: rows walked through a tree together (the kernels are unrolled for 8): independent
+#: walks keep the CPU busy while one row's comparison resolves, with every row's node
+#: in a register
 BLOCK = 8
+#: LightGBM's kZeroThreshold (a float literal stored as double): ``predict`` reads every
+#: ``|x| <=`` this as 0
+ZERO_THRESHOLD = float(np.float32(1e-35))
+#: ``missing`` codes of a split (LightGBM's ``missing_type``)
+MISSING_NONE, MISSING_ZERO, MISSING_NAN = 0, 1, 2
+
+
+@njit(inline="always")
+def _step(X, r, feature, threshold, child, j):
+    # leaves point to themselves (feature 0, threshold +inf), so extra steps stay put
+    return child[2 * j + (X[r, feature[j]] > threshold[j])]
+
+
+@njit(inline="always")
+def _walk8(X, s, feature, threshold, child, base, depth):
+    """Tree-local leaf nodes of rows ``s ... s + 7`` after ``depth`` steps from the root."""
+    n0 = n1 = n2 = n3 = n4 = n5 = n6 = n7 = 0
+    for _ in range(depth):
+        n0 = _step(X, s, feature, threshold, child, base + n0)
+        n1 = _step(X, s + 1, feature, threshold, child, base + n1)
+        n2 = _step(X, s + 2, feature, threshold, child, base + n2)
+        n3 = _step(X, s + 3, feature, threshold, child, base + n3)
+        n4 = _step(X, s + 4, feature, threshold, child, base + n4)
+        n5 = _step(X, s + 5, feature, threshold, child, base + n5)
+        n6 = _step(X, s + 6, feature, threshold, child, base + n6)
+        n7 = _step(X, s + 7, feature, threshold, child, base + n7)
+    return (n0, n1, n2, n3, n4, n5, n6, n7)
+
+
+@njit(inline="always")
+def _walk1(X, r, feature, threshold, child, base, depth):
+    node = 0
+    for _ in range(depth):
+        node = _step(X, r, feature, threshold, child, base + node)
+    return node
+
+
+@njit(inline="always")
+def _linear_leaf(X, r, leaf, leaf_const, coef_ptr, coef_feature, coef_value):
+    v = leaf_const[leaf]
+    for p in range(coef_ptr[leaf], coef_ptr[leaf + 1]):
+        v += coef_value[p] * X[r, coef_feature[p]]
+    return v
 
 
 @njit(cache=True)
 def _raw_score(X, feature, threshold, child, node_offset, depth, n_internal, leaf_value, leaf_offset, init, out):
+    """``out`` (n,) = raw scores of rows ``X`` (n, n_features) without NaN or
+    ``0 < |x| <= 1e-35``, constant leaves (arrays as in :class:`Forest`)."""
     n = X.shape[0]
     n_trees = node_offset.shape[0]
-    nodes = np.zeros(BLOCK, np.int64)
-    for start in range(0, n, BLOCK):
-        m = min(BLOCK, n - start)
-        acc = np.full(BLOCK, init)
+    acc = np.empty(BLOCK)
+    full = n - n % BLOCK
+    for s in range(0, full, BLOCK):
+        acc[:] = init
+        for t in range(n_trees):
+            nodes = _walk8(X, s, feature, threshold, child, node_offset[t], depth[t])
+            off = leaf_offset[t] - n_internal[t]
+            for k in range(BLOCK):
+                acc[k] += leaf_value[off + nodes[k]]
+        out[s:s + BLOCK] = acc
+    for r in range(full, n):
+        a = init
+        for t in range(n_trees):
+            a += leaf_value[leaf_offset[t] - n_internal[t] + _walk1(X, r, feature, threshold, child, node_offset[t],
+                                                                    depth[t])]
+        out[r] = a
+
+
+@njit(cache=True)
+def _raw_score_linear(X, feature, threshold, child, node_offset, depth, n_internal, leaf_offset,
+                      leaf_const, coef_ptr, coef_feature, coef_value, init, out):
+    """``out`` (n,) = raw scores of rows ``X`` (n, n_features) without NaN or
+    ``0 < |x| <= 1e-35``, linear leaves: leaf ``i`` adds ``leaf_const[i] + sum over p in
+    coef_ptr[i] ... coef_ptr[i + 1] - 1 of coef_value[p] * x[coef_feature[p]]``."""
+    n = X.shape[0]
+    n_trees = node_offset.shape[0]
+    acc = np.empty(BLOCK)
+    full = n - n % BLOCK
+    for s in range(0, full, BLOCK):
+        acc[:] = init
+        for t in range(n_trees):
+            nodes = _walk8(X, s, feature, threshold, child, node_offset[t], depth[t])
+            off = leaf_offset[t] - n_internal[t]
+            for k in range(BLOCK):
+                acc[k] += _linear_leaf(X, s + k, off + nodes[k], leaf_const, coef_ptr, coef_feature, coef_value)
+        out[s:s + BLOCK] = acc
+    for r in range(full, n):
+        a = init
+        for t in range(n_trees):
+            leaf = leaf_offset[t] - n_internal[t] + _walk1(X, r, feature, threshold, child, node_offset[t], depth[t])
+            a += _linear_leaf(X, r, leaf, leaf_const, coef_ptr, coef_feature, coef_value)
+        out[r] = a
+
+
+@njit(cache=True)
+def _raw_score_missing(X, feature, threshold, child, missing, default_left, node_offset, n_internal, leaf_value,
+                       leaf_offset, leaf_const, coef_ptr, coef_feature, coef_value, init, out):
+    """``out`` (n,) = raw scores of any rows ``X`` (n, n_features), one row at a time, with
+    LightGBM's handling of NaN, zero and ``|x| <= 1e-35`` in splits (``missing``,
+    ``default_left`` per node) and linear leaves (constant leaves: ``leaf_const ==
+    leaf_value`` and no coefficients)."""
+    n = X.shape[0]
+    n_trees = node_offset.shape[0]
+    for r in range(n):
+        a = init
         for t in range(n_trees):
             base = node_offset[t]
-            for k in range(BLOCK):
-                nodes[k] = 0
-            # leaves point to themselves, so every row can take exactly depth[t] steps
-            for _ in range(depth[t]):
-                for k in range(m):
-                    j = base + nodes[k]
-                    go_right = X[start + k, feature[j]] > threshold[j]
-                    nodes[k] = child[2 * j + go_right]
-            for k in range(m):
-                acc[k] += leaf_value[leaf_offset[t] + nodes[k] - n_internal[t]]
-        for k in range(m):
-            out[start + k] = acc[k]
+            j = 0
+            while j < n_internal[t]:
+                g = base + j
+                x = X[r, feature[g]]
+                if x != x:
+                    if missing[g] == MISSING_NAN:
+                        j = child[2 * g + (1 - default_left[g])]
+                        continue
+                    x = 0.0
+                elif abs(x) <= ZERO_THRESHOLD:
+                    x = 0.0
+                if missing[g] == MISSING_ZERO and x == 0.0:
+                    j = child[2 * g + (1 - default_left[g])]
+                else:
+                    j = child[2 * g + (x > threshold[g])]
+            leaf = leaf_offset[t] + j - n_internal[t]
+            v = leaf_const[leaf]
+            for p in range(coef_ptr[leaf], coef_ptr[leaf + 1]):
+                x = X[r, coef_feature[p]]
+                if x != x:
+                    v = leaf_value[leaf]
+                    break
+                v += coef_value[p] * (0.0 if abs(x) <= ZERO_THRESHOLD else x)
+            a += v
+        out[r] = a
+
+
+@njit(cache=True)
+def _plain_rows(X, out):
+    """``out[r]``: no value of row ``r`` is NaN or ``0 < |x| <= 1e-35``, values the fast
+    kernels would treat differently from LightGBM (-0.0 is read as +0.0 by LightGBM; the
+    sign of a zero can change only the sign of a zero leaf output, which a sum that
+    starts at +0.0 never shows)."""
+    for r in range(X.shape[0]):
+        bad = False
+        for c in range(X.shape[1]):
+            x = X[r, c]
+            bad |= (x != x) | ((abs(x) <= ZERO_THRESHOLD) & (x != 0.0))
+        out[r] = not bad
 
 
 class Forest:
@@ -51,10 +186,44 @@ class Forest:
     left/right children (tree-local numbers); ``depth[t]`` is the longest root-to-leaf
     path; leaf ``i`` of tree ``t`` has value ``leaf_value[leaf_offset[t] + i]``.
     ``transform`` is ``"identity"`` or ``"sigmoid"`` (binary classification).
+
+    Parameters
+    ----------
+    feature, threshold : array_like, shape (n_nodes,)
+    child : array_like, shape (2 n_nodes,)
+    node_offset, depth, n_internal, leaf_offset : array_like, shape (n_trees,)
+    leaf_value : array_like, shape (n_leaves,)
+    n_features : int
+    transform : {"identity", "sigmoid"}
+    init : float
+        Added to every raw score.
+    missing : array_like of int, shape (n_nodes,), optional
+        Per node: ``MISSING_NONE`` (default), ``MISSING_ZERO`` or ``MISSING_NAN``.
+    default_left : array_like of bool, shape (n_nodes,), optional
+        Per node: where missing values go (default: left).
+    leaf_const : array_like, shape (n_leaves,), optional
+        Linear leaves: the constant term; ``leaf_value`` is then only the output when a
+        feature of the leaf's linear model is NaN.
+    leaf_features, leaf_coeff : sequence of sequences, length n_leaves, optional
+        Linear leaves: the features and coefficients of every leaf, in summation order.
+
+    Attributes
+    ----------
+    linear : bool
+        Whether the leaves are linear.
+    zero_splits : bool
+        Whether a split has ``missing_type`` Zero (every row then takes the per-row kernel).
+    leaf_const : ndarray, shape (n_leaves,)
+        ``leaf_value`` for constant leaves.
+    coef_ptr : ndarray of int64, shape (n_leaves + 1,)
+    coef_feature : ndarray of int32, shape (n_coefficients,)
+    coef_value : ndarray of float64, shape (n_coefficients,)
+        Leaf ``i``'s coefficients are entries ``coef_ptr[i] ... coef_ptr[i + 1] - 1``.
     """
 
     def __init__(self, feature, threshold, child, node_offset, depth, n_internal, leaf_value, leaf_offset,
-                 n_features, transform="identity", init=0.0):
+                 n_features, transform="identity", init=0.0, *, missing=None, default_left=None,
+                 leaf_const=None, leaf_features=None, leaf_coeff=None):
         self.feature = np.ascontiguousarray(feature, np.int32)
         self.threshold = np.ascontiguousarray(threshold, np.float64)
         self.child = np.ascontiguousarray(child, np.int64)
@@ -66,13 +235,77 @@ class Forest:
         self.n_features = int(n_features)
         self.transform = transform
         self.init = float(init)
+        n_nodes, n_leaves = len(self.feature), len(self.leaf_value)
+        self.missing = np.ascontiguousarray(np.zeros(n_nodes) if missing is None else missing, np.int8)
+        self.default_left = np.ascontiguousarray(np.ones(n_nodes) if default_left is None else default_left, np.int8)
+        self.linear = leaf_const is not None
+        if self.linear:
+            if leaf_features is None or leaf_coeff is None or not len(leaf_features) == len(leaf_coeff) == n_leaves:
+                raise ValueError("linear leaves need leaf_const, leaf_features and leaf_coeff for every leaf")
+            self.leaf_const = np.ascontiguousarray(leaf_const, np.float64)
+            counts = [len(f) for f in leaf_features]
+            if counts != [len(c) for c in leaf_coeff]:
+                raise ValueError("leaf_features and leaf_coeff differ in length")
+            self.coef_ptr = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+            self.coef_feature = np.ascontiguousarray(np.concatenate([np.zeros(0), *leaf_features]), np.int32)
+            self.coef_value = np.ascontiguousarray(np.concatenate([np.zeros(0), *leaf_coeff]), np.float64)
+        else:
+            self.leaf_const = self.leaf_value
+            self.coef_ptr = np.zeros(n_leaves + 1, np.int64)
+            self.coef_feature = np.zeros(0, np.int32)
+            self.coef_value = np.zeros(0, np.float64)
+        self._check(n_nodes, n_leaves)
+        self.zero_splits = bool(np.any(self.missing == MISSING_ZERO))
+
+    def _check(self, n_nodes, n_leaves):
+        """Indices the kernels follow without bounds checks must be in range."""
+        if len(self.threshold) != n_nodes or len(self.child) != 2 * n_nodes or len(self.leaf_const) != n_leaves \
+                or len(self.missing) != n_nodes or len(self.default_left) != n_nodes:
+            raise ValueError("forest arrays differ in length")
+        if not len(self.node_offset) == len(self.depth) == len(self.n_internal) == len(self.leaf_offset):
+            raise ValueError("per-tree arrays differ in length")
+        for name, idx in (("feature", self.feature), ("leaf feature", self.coef_feature)):
+            if len(idx) and (idx.min() < 0 or idx.max() >= self.n_features):
+                raise ValueError(f"{name} index outside 0 ... {self.n_features - 1}")
+        ends = np.append(self.node_offset[1:], n_nodes)
+        tree_of_child = np.repeat(np.arange(self.n_trees), 2 * (ends - self.node_offset))
+        size = (ends - self.node_offset)[tree_of_child]
+        leaves = np.append(self.leaf_offset[1:], n_leaves) - self.leaf_offset
+        if len(tree_of_child) != 2 * n_nodes or np.any((self.child < 0) | (self.child >= size)) \
+                or np.any(self.n_internal + leaves != ends - self.node_offset) or np.any(self.missing < 0) \
+                or np.any(self.missing > MISSING_NAN):
+            raise ValueError("inconsistent tree layout (children, node or leaf counts, missing codes)")
 
     @property
     def n_trees(self) -> int:
         return len(self.node_offset)
 
+    def _raw_fast(self, X, out):
+        if self.linear:
+            _raw_score_linear(X, self.feature, self.threshold, self.child, self.node_offset, self.depth,
+                              self.n_internal, self.leaf_offset, self.leaf_const, self.coef_ptr, self.coef_feature,
+                              self.coef_value, self.init, out)
+        else:
+            _raw_score(X, self.feature, self.threshold, self.child, self.node_offset, self.depth, self.n_internal,
+                       self.leaf_value, self.leaf_offset, self.init, out)
+
+    def _raw_missing(self, X, out):
+        _raw_score_missing(X, self.feature, self.threshold, self.child, self.missing, self.default_left,
+                           self.node_offset, self.n_internal, self.leaf_value, self.leaf_offset, self.leaf_const,
+                           self.coef_ptr, self.coef_feature, self.coef_value, self.init, out)
+
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """Predictions for ``X`` (n, n_features) float32/float64 with finite values, shape (n,)."""
+        """Predictions equal to LightGBM's.
+
+        Parameters
+        ----------
+        X : ndarray, shape (n, n_features), float32 or float64
+            Any values; NaN and values near zero are handled as LightGBM does.
+
+        Returns
+        -------
+        ndarray, shape (n,), float64
+        """
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"X has shape {X.shape}, expected (n, {self.n_features})")
@@ -80,69 +313,101 @@ class Forest:
             raise ValueError(f"X must be float32 or float64, got {X.dtype}")
         X = np.ascontiguousarray(X)
         out = np.empty(X.shape[0])
-        _raw_score(X, self.feature, self.threshold, self.child, self.node_offset, self.depth, self.n_internal,
-                   self.leaf_value, self.leaf_offset, self.init, out)
+        plain = np.empty(X.shape[0], np.bool_)
+        _plain_rows(X, plain)
+        if self.zero_splits:
+            self._raw_missing(X, out)
+        elif plain.all():
+            self._raw_fast(X, out)
+        else:   # the rare rows with NaN or near-zero values one at a time, the others 8 at a time
+            part = np.empty(int(plain.sum()))
+            self._raw_fast(X[plain], part)
+            out[plain] = part
+            part = np.empty(len(out) - len(part))
+            self._raw_missing(X[~plain], part)
+            out[~plain] = part
         if self.transform == "sigmoid":
             out = 1.0 / (1.0 + np.exp(-out))
         return out
 
 
+#: objectives whose prediction is the raw score
+_IDENTITY_OBJECTIVES = ("regression", "regression_l2", "l2", "huber", "fair", "regression_l1", "quantile")
+_MISSING_CODES = {"None": MISSING_NONE, "Zero": MISSING_ZERO, "NaN": MISSING_NAN}
+
+
 def flatten_lightgbm(booster) -> Forest:
-    """A :class:`Forest` equal to a LightGBM ``Booster`` on finite rows.
+    """A :class:`Forest` equal to a LightGBM ``Booster`` (constant or linear leaves).
 
     Raises
     ------
     ValueError
-        For trees this kernel cannot evaluate (categorical splits, linear trees,
-        objectives other than regression/binary, ``sigmoid`` other than 1).
+        For models this kernel cannot evaluate: categorical splits, objectives other
+        than regression (without ``reg_sqrt``) and binary with ``sigmoid`` 1, more than
+        one tree per iteration, averaged outputs (``boosting = rf``).
     """
     model = booster.dump_model()
     objective = str(model.get("objective", "regression")).split()
     if objective[0] == "binary":
         if any(p.startswith("sigmoid:") and float(p.split(":")[1]) != 1.0 for p in objective[1:]):
-            raise ValueError("binary objective with sigmoid != 1")
+            raise ValueError("binary objective with sigmoid != 1 is not supported")
         transform = "sigmoid"
-    elif objective[0] in ("regression", "regression_l2", "l2", "huber", "fair", "regression_l1", "quantile"):
+    elif objective[0] in _IDENTITY_OBJECTIVES:
+        if "sqrt" in objective[1:]:
+            raise ValueError("regression with reg_sqrt (predictions squared) is not supported")
         transform = "identity"
     else:
         raise ValueError(f"objective {model.get('objective')!r} is not supported")
-    feature, threshold, child, leaf_value = [], [], [], []
+    if int(model.get("num_tree_per_iteration", 1)) != 1:
+        raise ValueError("models with more than one tree per iteration are not supported")
+    if model.get("average_output", False):
+        raise ValueError("averaged tree outputs (boosting = rf) are not supported")
+    feature, threshold, child, missing, default_left = [], [], [], [], []
+    leaf_value, leaf_const, leaf_features, leaf_coeff = [], [], [], []
     node_offset, depth, n_internal, leaf_offset = [], [], [], []
+    linear = False
     for tree in model["tree_info"]:
         root = tree["tree_structure"]
-        n_int = tree["num_leaves"] - 1
         n_leaves = tree["num_leaves"]
+        n_int = n_leaves - 1
         base = len(feature)
         node_offset.append(base)
         n_internal.append(n_int)
         leaf_offset.append(len(leaf_value))
         feature.extend([0] * (n_int + n_leaves))
         threshold.extend([np.inf] * (n_int + n_leaves))
+        missing.extend([MISSING_NONE] * (n_int + n_leaves))
+        default_left.extend([True] * (n_int + n_leaves))
         # every node starts as a self-loop (what leaves stay); internal nodes are filled below
         for j in range(n_int + n_leaves):
             child.extend([j, j])
-        values = [0.0] * n_leaves
+        leaves = [None] * n_leaves
         max_depth = 0
-        if "split_index" not in root:
-            values[0] = root["leaf_value"]
-        stack = [(root, 0)] if "split_index" in root else []
+        stack = [(root, 0)]
         while stack:
             node, d = stack.pop()
+            if "split_index" not in node:
+                leaves[node.get("leaf_index", 0)] = node
+                max_depth = max(max_depth, d)
+                continue
             if node.get("decision_type", "<=") != "<=":
-                raise ValueError(f"split {node.get('decision_type')!r} is not supported")
+                raise ValueError(f"split {node.get('decision_type')!r} (categorical) is not supported")
             j = node["split_index"]
             feature[base + j] = node["split_feature"]
             threshold[base + j] = node["threshold"]
+            missing[base + j] = _MISSING_CODES[node.get("missing_type", "None")]
+            default_left[base + j] = bool(node.get("default_left", True))
             for k, side in enumerate(("left_child", "right_child")):
                 c = node[side]
-                if "split_index" in c:
-                    child[2 * (base + j) + k] = c["split_index"]
-                    stack.append((c, d + 1))
-                else:
-                    child[2 * (base + j) + k] = n_int + c["leaf_index"]
-                    values[c["leaf_index"]] = c["leaf_value"]
-                    max_depth = max(max_depth, d + 1)
+                child[2 * (base + j) + k] = c["split_index"] if "split_index" in c else n_int + c["leaf_index"]
+                stack.append((c, d + 1))
         depth.append(max_depth)
-        leaf_value.extend(values)
+        for leaf in leaves:
+            linear |= "leaf_const" in leaf
+            leaf_value.append(leaf["leaf_value"])
+            leaf_const.append(leaf.get("leaf_const", leaf["leaf_value"]))
+            leaf_features.append(list(leaf.get("leaf_features", ())))
+            leaf_coeff.append(list(leaf.get("leaf_coeff", ())))
+    lin = dict(leaf_const=leaf_const, leaf_features=leaf_features, leaf_coeff=leaf_coeff) if linear else {}
     return Forest(feature, threshold, child, node_offset, depth, n_internal, leaf_value, leaf_offset,
-                  model["max_feature_idx"] + 1, transform)
+                  model["max_feature_idx"] + 1, transform, missing=missing, default_left=default_left, **lin)

@@ -7,12 +7,13 @@ A *model set* is one directory per model kind (energy or particle)::
       model_set.json          kind, features (in order), derived definitions, quality
                               query, combination weights, per-type cross-validation
                               scores and best iterations, the per-telescope energy
-                              error table, training data with provenance, config,
-                              dvp and LightGBM versions
+                              error table and training log10 E range, training data
+                              with provenance, config, dvp and LightGBM versions
       <tel_type>.lgb.txt      LightGBM's own text model file, one per telescope type
 
-Energy models regress log10(true energy / TeV); particle models classify gamma (1)
-against background (0), with the classes weighted to equal total weight.
+Energy models regress log10(true energy / TeV), their predictions clipped to the
+training range (linear leaves extrapolate); particle models classify gamma (1) against
+background (0), with the classes weighted to equal total weight.
 """
 from __future__ import annotations
 
@@ -42,8 +43,9 @@ def _lgb():
 
 
 def lightgbm_params(kind: str, ml) -> dict:
-    """LightGBM parameters of a training: the config's, the kind's objective, the seed."""
-    p = dict(ml.lightgbm)
+    """LightGBM parameters of a training: ``[ml.lightgbm]`` with ``[ml.<kind>.lightgbm]``
+    over it key by key, the kind's objective and metric, the seed."""
+    p = ml.lightgbm_for(kind)
     p.update(objective="regression" if kind == "energy" else "binary",
              metric="l2" if kind == "energy" else "binary_logloss",
              seed=int(ml.seed), deterministic=True, verbosity=-1, feature_pre_filter=False)
@@ -125,13 +127,13 @@ def plan_fit(kind: str, X: np.ndarray, y: np.ndarray, obs_id, event_id, ml, *, l
     w = class_weights(y) if kind == "particle" else np.ones(n)
     folds = group_folds(obs_id, event_id, ml.n_folds, ml.seed)
     hold = group_validation(obs_id, event_id, ml.validation_fraction, ml.seed)
+    rounds, esr = ml.max_rounds_for(kind), ml.early_stopping_rounds_for(kind)
     tasks = []
     for k in range(ml.n_folds):
         test = folds == k
         if test.any() and not test.all():
-            tasks.append(_FitTask(k, params, X, y, w, ~test & ~hold, ~test & hold, test, ml.max_rounds,
-                                  ml.early_stopping_rounds, names))
-    tasks.append(_FitTask(-1, params, X, y, w, ~hold, hold, None, ml.max_rounds, ml.early_stopping_rounds, names))
+            tasks.append(_FitTask(k, params, X, y, w, ~test & ~hold, ~test & hold, test, rounds, esr, names))
+    tasks.append(_FitTask(-1, params, X, y, w, ~hold, hold, None, rounds, esr, names))
     return FitPlan(kind, y, hold, tasks, ml, log10_intensity)
 
 
@@ -139,27 +141,36 @@ def finish_fit(plan: FitPlan, results: dict) -> FitResult:
     """The model and cross-validation record from the results of a plan's tasks
     (``{task.k: (booster, test predictions)}``)."""
     kind, y, hold, ml = plan.kind, plan.y, plan.hold, plan.ml
+    max_rounds = ml.max_rounds_for(kind)
     n = len(y)
     oof = np.full(n, np.nan)
     scores, iters = [], []
     for t in plan.tasks[:-1]:
         b, pred = results[t.k]
+        if kind == "energy":   # as apply-models predicts (ModelSet.predict)
+            pred = np.clip(pred, *_target_range(y[~t.test]))
         oof[t.test] = pred
-        iters.append(int(b.best_iteration or ml.max_rounds))
+        iters.append(int(b.best_iteration or max_rounds))
         scores.append(_scores(kind, pred, y[t.test]))
     booster = results[-1][0]
     info = {
         "n_train": int((~hold).sum()), "n_early_stopping": int(hold.sum()), "n_events": int(n),
-        "best_iteration": int(booster.best_iteration or ml.max_rounds),
+        "best_iteration": int(booster.best_iteration or max_rounds),
         "cv": {"folds": scores, "fold_best_iterations": iters,
                **{f"{key}_mean": float(np.mean([s[key] for s in scores])) for key in scores[0]},
                **{f"{key}_std": float(np.std([s[key] for s in scores])) for key in scores[0]}},
         "cv_overall": _scores(kind, oof, y),
     }
     if kind == "energy":
+        info["log10_energy_range"] = _target_range(y)
         lx = plan.log10_intensity
         info["sigma_table"] = sigma_table(oof - y, lx if lx is not None else np.zeros(n))
     return FitResult(booster, info, oof)
+
+
+def _target_range(y) -> list:
+    """[min, max] of the training targets: energy predictions are clipped to it."""
+    return [float(np.min(y)), float(np.max(y))]
 
 
 def fit_error(err) -> DvpError:
@@ -179,7 +190,8 @@ def fit(kind: str, X: np.ndarray, y: np.ndarray, obs_id, event_id, ml, *, log10_
     obs_id, event_id : ndarray, shape (n,)
         Array-event keys: all telescopes of an event share a fold (no leakage).
     ml : MLConfig
-        Folds, seed, rounds, early stopping and LightGBM parameters.
+        Folds, seed, and the kind's rounds, early stopping and LightGBM parameters
+        (``[ml]`` and ``[ml.lightgbm]`` with ``[ml.<kind>]`` over them).
     log10_intensity : ndarray, shape (n,), optional
         For energy models: bins of the per-telescope error table.
     workers, scheduler
@@ -249,15 +261,28 @@ class ModelSet:
 
     def predict(self, tel_type: str, X: np.ndarray) -> np.ndarray:
         """log10(E / TeV) (energy) or gamma probability (particle), shape (n,), for rows
-        of finite features: numba's walk of the flattened trees (:mod:`dvp.kernels.forest`),
-        equal to LightGBM's own prediction (bit for bit for energy; 1 ulp for the sigmoid)."""
+        of finite features: numba's walk of the flattened trees, constant or linear leaves
+        (:mod:`dvp.kernels.forest`), equal to LightGBM's own prediction (bit for bit for
+        energy; 1 ulp for the sigmoid). A model the kernel cannot evaluate is a one-line
+        :class:`DvpError`.
+
+        Energies are clipped to the range of log10 E the model was trained on
+        (``log10_energy_range`` in the metadata; model sets without it are not clipped):
+        linear leaves extrapolate, and on events unlike the training gammas (protons)
+        they reach far outside it (up to 10^60 TeV on toy MC)."""
         if not len(X):
             return np.empty(0)
         forests = self.__dict__.setdefault("_forests", {})
         if tel_type not in forests:
             from ..kernels.forest import flatten_lightgbm
-            forests[tel_type] = flatten_lightgbm(self.boosters[tel_type])
-        return forests[tel_type].predict(X)
+            try:
+                forests[tel_type] = flatten_lightgbm(self.boosters[tel_type])
+            except ValueError as e:
+                where = self.path / self.meta["telescope_types"][tel_type]["file"] if self.path else tel_type
+                raise DvpError(f"{where}: cannot evaluate this LightGBM model ({e})") from None
+        out = forests[tel_type].predict(X)
+        limits = self.meta["telescope_types"][tel_type].get("log10_energy_range") if self.kind == "energy" else None
+        return np.clip(out, *limits, out=out) if limits else out
 
     def sigma_log10(self, tel_type: str, log10_intensity: np.ndarray) -> np.ndarray:
         """Per-telescope log10-energy error from the cross-validation table."""
