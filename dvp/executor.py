@@ -79,7 +79,14 @@ def _pool(fn, tasks, workers, retries):
     while pending:
         with ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=ctx,
                                  initializer=_set_env, initargs=(env,)) as pool:
-            futures = {pool.submit(fn, tasks[i]): i for i in sorted(pending)}
+            futures = {}
+            for i in sorted(pending):
+                try:
+                    futures[pool.submit(fn, tasks[i])] = i
+                except BrokenProcessPool:
+                    # a worker died while the tasks were being submitted: those submitted
+                    # report it below; the rest go to the next pool uncharged
+                    break
             broken = False
             while futures:
                 try:

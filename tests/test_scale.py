@@ -297,3 +297,31 @@ def test_simulate_blocks_identical_across_executors(tmp_path):
     ev = np.asarray(sh.column(S.EVENT_ID))
     assert np.all(np.diff(ev) > 0)
     assert len(json.loads((tmp_path / "serial" / "provenance.json").read_text())["tasks"]) == 4
+
+
+def _square(x):
+    return x * x
+
+
+def test_pool_broken_while_submitting_resubmits_the_rest(monkeypatch):
+    """A worker that dies while tasks are still being submitted makes ``submit`` raise
+    BrokenProcessPool: the tasks not yet submitted go to a fresh pool, uncharged, and
+    every result comes back exactly once."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from dvp import executor
+    real_submit = ProcessPoolExecutor.submit
+    calls = {"n": 0}
+
+    def flaky_submit(self, fn, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:   # first pool, third task: as if a worker had just died
+            raise BrokenProcessPool("a child process terminated abruptly")
+        return real_submit(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(ProcessPoolExecutor, "submit", flaky_submit)
+    res = list(executor.run_tasks(_square, list(range(10)), workers=2))
+    assert sorted(i for i, _, _ in res) == list(range(10))
+    assert all(e is None and r == i * i for i, r, e in res)
+    assert calls["n"] == 11   # 2 submitted to the first pool, 8 to the second, 1 refused
