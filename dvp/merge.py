@@ -32,9 +32,10 @@ import pyarrow.parquet as pq
 
 from . import schemas as S
 from .errors import DvpError, InputError
+from .io.keyrange import table_keys
 from .io.parquet import ROW_GROUP_BYTES, UNCOMPRESSED_COLUMNS, ProductWriter, TableWriter, write_table
 from .provenance import now, start_record
-from .runner import PRODUCT_SIM_TABLES, RunSummary, _keys, _level_files, _open_checked, expand_products
+from .runner import PRODUCT_SIM_TABLES, RunSummary, _level_files, _open_checked, expand_products
 
 #: default minimum row-group size (Arrow bytes in memory) of the merged tables other than
 #: R1 waveforms: DL1 parameters are ~600 bytes a row, so ~100,000 rows a row group
@@ -267,7 +268,7 @@ def _check_events(o: _Output | None, products: list[Path]) -> list[str]:
                 t = pf.read(columns=[S.OBS_ID, S.EVENT_ID], use_threads=False)
         except (OSError, pa.ArrowException) as e:
             raise InputError(s.path, f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
-        o_, e_ = _keys(t)
+        o_, e_ = table_keys(t)
         obs.append(o_)
         ev.append(e_)
         owner.append(np.full(len(o_), s.product, np.int64))

@@ -155,6 +155,19 @@ def _verified(staging: Path, name: str, tables=()) -> dict | None:
     return rec if all((own / f"{t}.parquet").is_file() for t in tables) else None
 
 
+def _split_verified(planned, staging: Path, tables=()) -> tuple[list, dict]:
+    """``(tasks to run, {name: record} of those an earlier run completed)``: a task
+    counts as done only if :func:`_verified` trusts its record."""
+    tasks, done = [], {}
+    for t in planned:
+        rec = _verified(staging, t.name, tables)
+        if rec:
+            done[t.name] = rec
+        else:
+            tasks.append(t)
+    return tasks, done
+
+
 def _run_staged(fn, tasks, done: dict, *, workers, scheduler, progress=None, advance=None) -> list:
     """Run ``tasks`` (:func:`dvp.executor.run_tasks`): each completed task's record goes
     into ``done`` under its name and advances ``progress`` by ``advance(record)``; the
@@ -275,15 +288,9 @@ def simtel_to_r1(inputs, output, *, overwrite=False, batch_bytes=ROW_GROUP_BYTES
     prov = start_record("simtel-to-r1", paths, config)
     staging = _prepare_staging(output, _fingerprint("simtel-to-r1", prov["inputs"], config), overwrite, summary)
     prov_json = json.dumps(prov, default=str)
-    tasks, done = [], {}
-    for k, p in enumerate(paths):
-        t = SimtelTask(str(p.resolve()), f"part-{k:06d}", str(staging), int(batch_bytes), bool(allow_truncated),
-                       focal_length_choice, prov_json)
-        rec = _verified(staging, t.name, SIMTEL_TASK_TABLES)
-        if rec:
-            done[t.name] = rec
-        else:
-            tasks.append(t)
+    tasks, done = _split_verified([SimtelTask(str(p.resolve()), f"part-{k:06d}", str(staging), int(batch_bytes),
+                                              bool(allow_truncated), focal_length_choice, prov_json)
+                                   for k, p in enumerate(paths)], staging, SIMTEL_TASK_TABLES)
     summary.n_tasks, summary.n_resumed = len(paths), len(done)
     log.info("simtel-to-r1: %d files (%d done by an earlier run)", len(paths), len(done))
     failures = _run_staged(run_simtel_task, tasks, done, workers=workers, scheduler=scheduler, progress=progress,
@@ -394,12 +401,6 @@ def _open_checked(path: Path, schema_name: str, columns) -> pq.ParquetFile:
         if not same:
             raise InputError(path, f"column {col!r} has type {got}, expected {want}")
     return pf
-
-
-def _keys(table: pa.Table):
-    """``(obs_id, event_id)`` of a table as int64 arrays."""
-    return (np.asarray(table.column(S.OBS_ID).to_numpy(zero_copy_only=False), np.int64),
-            np.asarray(table.column(S.EVENT_ID).to_numpy(zero_copy_only=False), np.int64))
 
 
 # DL1 and carried tables are written in row groups of this size: parameters are ~600
@@ -774,7 +775,7 @@ def r1_to_dl1(inputs, output, config=None, *, overwrite=False, write_images=None
     config_json = json.dumps(config.to_dict(), sort_keys=True)
     fingerprint = _fingerprint(command, [r for r in prov["inputs"]], config_json, task_row_groups)
     staging = _prepare_staging(output, fingerprint, overwrite, summary)
-    tasks, done, n_rows = [], {}, {}
+    planned, n_rows = [], 0
     prov_json = json.dumps(prov, default=str)
     for k, j, p, tel_type, pf, f in work:
         n_rg = pf.num_row_groups
@@ -782,26 +783,12 @@ def r1_to_dl1(inputs, output, config=None, *, overwrite=False, write_images=None
             b = min(a + task_row_groups, n_rg)
             # every input has the first one's instrument (checked above): one camera setup
             # per worker process, whatever the number of inputs
-            t = R1ToDL1Task(str(products[0].resolve()), tel_type, str(f.resolve()), f"part-{k:06d}-{j:03d}-{a:06d}",
-                            a, b, str(staging), config_json, prov_json)
-            n_rows[t.name] = sum(pf.metadata.row_group(i).num_rows for i in range(a, b))
-            rec = _verified(staging, t.name)
-            if rec:
-                done[t.name] = rec
-            else:
-                tasks.append(t)
-    if progress:
-        progress(0, sum(n_rows.values()))
-        progress(sum(r["rows_in"] for r in done.values()))
-    summary.n_tasks, summary.n_resumed = len(n_rows), len(done)
-    log.info("r1-to-dl1: %d tasks (%d done by an earlier run), %s", len(n_rows), len(done),
-             f"Dask scheduler {scheduler}" if scheduler else f"{workers or 'all'} local worker(s)")
-    failures = _run_staged(run_r1_to_dl1_task, tasks, done, workers=workers, scheduler=scheduler,
-                           progress=progress, advance=lambda r: r["rows_in"])
-    summary.failures = [f"{t.file} row groups {t.rg_start}-{t.rg_stop - 1}: {e}" for t, e in failures]
-    if failures and not skip_failed:
-        _raise_failures(failures, len(n_rows), done, staging)
-    recs = [done[n] for n in sorted(done)]
+            planned.append(R1ToDL1Task(str(products[0].resolve()), tel_type, str(f.resolve()),
+                                       f"part-{k:06d}-{j:03d}-{a:06d}", a, b, str(staging), config_json, prov_json))
+            n_rows += sum(pf.metadata.row_group(i).num_rows for i in range(a, b))
+    recs = _run_resumable("r1-to-dl1", run_r1_to_dl1_task, planned, staging, summary, workers=workers,
+                          scheduler=scheduler, skip_failed=skip_failed, progress=progress, total=n_rows,
+                          describe=lambda t: f"{t.file} row groups {t.rg_start}-{t.rg_stop - 1}")
     subarray.write(staging, lambda t, p, n: write_table(t, p, n, prov))
     for sub in ("simulation", "trigger"):   # what an interrupted run carried is carried again
         shutil.rmtree(staging / sub, ignore_errors=True)
@@ -844,6 +831,47 @@ def _raise_failures(failures, n_tasks: int, done: dict, staging: Path, what: str
     raise DvpError(f"{len(failures)} of {n_tasks} {what} failed, first: {msg}"
                    + (f"; the {len(done)} completed tasks are kept in {staging} and a re-run resumes them "
                       f"(or use --skip-failed to write the product without the failed ones)" if done else ""))
+
+
+def _run_resumable(name: str, fn, planned, staging: Path, summary, *, workers, scheduler, skip_failed,
+                   progress, total: int, describe, scale: int = 1) -> list:
+    """Run the ``planned`` tasks of a run built in ``staging`` and return every task's
+    record, in name order.
+
+    A task that an interrupted earlier run completed (record and checksums verified) is
+    taken as it is; the others run on ``workers`` / ``scheduler``. ``progress`` counts
+    ``scale`` × each task's ``rows_in`` out of ``scale`` × ``total``. Failed tasks go into
+    ``summary.failures`` as ``describe(task): error``; without ``skip_failed`` they end
+    the run with one error (:func:`_raise_failures`).
+    """
+    tasks, done = _split_verified(planned, staging)
+    if progress:
+        progress(0, scale * total)
+        progress(scale * sum(r["rows_in"] for r in done.values()))
+    summary.n_tasks, summary.n_resumed = len(planned), len(done)
+    log.info("%s: %d tasks (%d done by an earlier run), %s", name, len(planned), len(done),
+             f"Dask scheduler {scheduler}" if scheduler else f"{workers or 'all'} local worker(s)")
+    failures = _run_staged(fn, tasks, done, workers=workers, scheduler=scheduler,
+                           progress=progress, advance=lambda r: scale * r["rows_in"])
+    summary.failures = [f"{describe(t)}: {e}" for t, e in failures]
+    if failures and not skip_failed:
+        _raise_failures(failures, len(planned), done, staging)
+    return [done[n] for n in sorted(done)]
+
+
+def _write_dl2_parts(task_name: str, staging: Path, provenance_json: str, events: pa.Table,
+                     telescopes: pa.Table) -> dict:
+    """A DL2-level task's ``dl2/<name>.parquet`` and ``dl2_telescopes/<name>.parquet``,
+    written under temporary names and renamed together; their part records."""
+    out = _StagedParts(staging, "dl2", task_name, S.DL2_EVENTS, json.loads(provenance_json),
+                       min_row_group_bytes=CARRY_ROW_GROUP_BYTES)
+    try:
+        out.open_table("dl2", S.DL2_EVENTS).write(events)
+        out.open_table("dl2_telescopes", S.DL2_TELESCOPE_EVENTS).write(telescopes)
+        return out.commit()
+    except BaseException:
+        out.abort()
+        raise
 
 
 @dataclass(frozen=True)
@@ -901,28 +929,12 @@ def run_dl2_task(task: DL2Task) -> dict:
                                         lo, hi, events)
     ev, tel = stage(dl1, _subarray(task.product), cfg, array_pointing=pointing, showers=showers, source=task.source)
     staging = Path(task.staging)
-    out = _StagedParts(staging, "dl2", task.name, S.DL2_EVENTS, json.loads(task.provenance),
-                       min_row_group_bytes=CARRY_ROW_GROUP_BYTES)
-    try:
-        out.open_table("dl2", S.DL2_EVENTS).write(ev)
-        out.open_table("dl2_telescopes", S.DL2_TELESCOPE_EVENTS).write(tel)
-        parts = out.commit()
-    except BaseException:
-        out.abort()
-        raise
+    parts = _write_dl2_parts(task.name, staging, task.provenance, ev, tel)
     record = {"task": task.name, "input": task.product, "key_range": [task.lo, task.hi], "rows_in": dl1.num_rows,
               "array_events": ev.num_rows, "valid": int(pc.sum(ev.column(S.RECO_IS_VALID)).as_py() or 0),
               "parts": parts}
     _write_json_atomic(staging / "tasks" / f"{task.name}.json", record)
     return record
-
-
-def _plan_product_ranges(files, task_rows: int, source) -> list:
-    from .io.keyrange import plan_key_ranges
-    try:
-        return plan_key_ranges(files, task_rows)
-    except ValueError as e:
-        raise DvpError(f"{source}: {e}") from None
 
 
 def dl1_to_dl2(inputs, output, config=None, *, overwrite=False, progress=None, command="dl1-to-dl2",
@@ -947,7 +959,7 @@ def dl1_to_dl2(inputs, output, config=None, *, overwrite=False, progress=None, c
     """
     from .config import Config
     from .instrument.subarray import SubarrayDescription
-    from .io.keyrange import key_json, paths
+    from .io.keyrange import key_json, paths, plan_key_ranges
     from .stages.dl1_to_dl2 import required_columns
 
     if int(task_rows) != task_rows or task_rows < 1:
@@ -974,31 +986,18 @@ def dl1_to_dl2(inputs, output, config=None, *, overwrite=False, progress=None, c
     fingerprint = _fingerprint(command, [r for r in prov["inputs"]], config_json, int(task_rows))
     staging = _prepare_staging(output, fingerprint, overwrite, summary)
     prov_json = json.dumps(prov, default=str)
-    tasks, done, n_rows = [], {}, 0
+    planned, n_rows = [], 0
     for k, (p, files, rows) in enumerate(work):
         n_rows += rows
         trig = sorted((p / "trigger").glob("*.parquet"))
         show = [p / "simulation" / "showers.parquet"] if (p / "simulation" / "showers.parquet").is_file() else []
-        for i, (lo, hi) in enumerate(_plan_product_ranges(files, int(task_rows), p / "dl1")):
-            t = DL2Task(str(products[0].resolve()), paths(files), key_json(lo), key_json(hi), f"part-{k:06d}-{i:06d}",
-                        str(p / "dl1"), paths(trig), paths(show), str(staging), config_json, prov_json)
-            rec = _verified(staging, t.name)
-            if rec:
-                done[t.name] = rec
-            else:
-                tasks.append(t)
-    if progress:
-        progress(0, n_rows)
-        progress(sum(r["rows_in"] for r in done.values()))
-    summary.n_tasks, summary.n_resumed = len(tasks) + len(done), len(done)
-    log.info("dl1-to-dl2: %d tasks (%d done by an earlier run), %s", summary.n_tasks, len(done),
-             f"Dask scheduler {scheduler}" if scheduler else f"{workers or 'all'} local worker(s)")
-    failures = _run_staged(run_dl2_task, tasks, done, workers=workers, scheduler=scheduler,
-                           progress=progress, advance=lambda r: r["rows_in"])
-    summary.failures = [f"{t.source} events {t.lo or 'start'}-{t.hi or 'end'}: {e}" for t, e in failures]
-    if failures and not skip_failed:
-        _raise_failures(failures, summary.n_tasks, done, staging)
-    recs = [done[n] for n in sorted(done)]
+        for i, (lo, hi) in enumerate(plan_key_ranges(files, int(task_rows))):
+            planned.append(DL2Task(str(products[0].resolve()), paths(files), key_json(lo), key_json(hi),
+                                   f"part-{k:06d}-{i:06d}", str(p / "dl1"), paths(trig), paths(show), str(staging),
+                                   config_json, prov_json))
+    recs = _run_resumable("dl1-to-dl2", run_dl2_task, planned, staging, summary, workers=workers,
+                          scheduler=scheduler, skip_failed=skip_failed, progress=progress, total=n_rows,
+                          describe=lambda t: f"{t.source} events {t.lo or 'start'}-{t.hi or 'end'}")
     n_in = sum(r["rows_in"] for r in recs)
     summary.n_array_events = sum(r["array_events"] for r in recs)
     summary.n_tel_events = {"dl1": n_in}
@@ -1273,16 +1272,11 @@ def simulate(particle, n_showers, output, *, layout=None, energy_range=None, spe
     staging = _prepare_staging(output, _fingerprint("simulate", prov["inputs"], params_json, int(n_showers),
                                                     int(task_showers)), overwrite, summary)
     prov_json = json.dumps(prov, default=str)
-    tasks, done = [], {}
     small_tables = ("showers", "trigger", "muons") if particle == "muon" else ("showers", "trigger")
-    for k, first in enumerate(range(0, int(n_showers), int(task_showers))):
-        t = SimTask(f"part-{k:06d}", k, first, min(int(task_showers), int(n_showers) - first), str(staging),
-                    params_json, prov_json)
-        rec = _verified(staging, t.name, small_tables)
-        if rec:
-            done[t.name] = rec
-        else:
-            tasks.append(t)
+    tasks, done = _split_verified([SimTask(f"part-{k:06d}", k, first, min(int(task_showers), int(n_showers) - first),
+                                           str(staging), params_json, prov_json)
+                                   for k, first in enumerate(range(0, int(n_showers), int(task_showers)))],
+                                  staging, small_tables)
     summary.n_tasks, summary.n_resumed = len(tasks) + len(done), len(done)
     if progress:
         progress(0, int(n_showers))

@@ -265,7 +265,7 @@ def run_apply_task(task: ApplyTask) -> dict:
     ``dl2_telescopes/<name>.parquet`` (renamed when complete), then the task record."""
     from .io.keyrange import key_from_json, read_key_range_concat
     from .ml.dataset import TEL_KEYS
-    from .runner import _inject_fault, _StagedParts, _write_json_atomic
+    from .runner import _inject_fault, _write_dl2_parts, _write_json_atomic
 
     _inject_fault(task.name)
     models = _model_sets(task.models)
@@ -283,14 +283,7 @@ def run_apply_task(task: ApplyTask) -> dict:
 
     ev, tel = _apply(models, weights, ev, tel, sorted(dl1_files), load)
     staging = Path(task.staging)
-    out = _StagedParts(staging, "dl2", task.name, S.DL2_EVENTS, json.loads(task.provenance), min_row_group_bytes=0)
-    try:
-        out.open_table("dl2", S.DL2_EVENTS).write(ev)
-        out.open_table("dl2_telescopes", S.DL2_TELESCOPE_EVENTS).write(tel)
-        parts = out.commit()
-    except BaseException:
-        out.abort()
-        raise
+    parts = _write_dl2_parts(task.name, staging, task.provenance, ev, tel)
     valid = {m.kind: int(np.sum(ev.column(S.MODEL_COLUMNS[m.kind][2]).to_numpy(zero_copy_only=False)))
              for m in models}
     record = {"task": task.name, "input": task.product, "key_range": [task.lo, task.hi], "rows_in": tel.num_rows,
@@ -350,9 +343,9 @@ def apply_models(inputs, models, output, *, weights=None, overwrite=False, progr
     """
     from .config import COMBINE_WEIGHTS
     from .instrument.subarray import SubarrayDescription
-    from .io.keyrange import key_json, paths
-    from .runner import (RunSummary, _fingerprint, _level_files, _plan_product_ranges, _prepare_staging,
-                         _raise_failures, _run_staged, _verified, finish_dl2_staging, log)
+    from .io.keyrange import key_json, paths, plan_key_ranges
+    from .runner import (RunSummary, _fingerprint, _level_files, _prepare_staging,
+                         _run_resumable, finish_dl2_staging)
 
     weights = dict(weights or {})
     for kind, w in weights.items():
@@ -389,7 +382,7 @@ def apply_models(inputs, models, output, *, weights=None, overwrite=False, progr
     fingerprint = _fingerprint(command, [r for r in prov["inputs"]], config, weights_json, int(task_rows))
     staging = _prepare_staging(output, fingerprint, overwrite, summary)
     prov_json = json.dumps(prov, default=str)
-    tasks, done, n_rows = [], {}, 0
+    planned, n_rows = [], 0
     for k, (p, dl1) in enumerate(work):
         by_type: dict = {}
         for tel_type, f in dl1:
@@ -397,27 +390,13 @@ def apply_models(inputs, models, output, *, weights=None, overwrite=False, progr
         dl1_t = tuple((t, paths(fs)) for t, fs in sorted(by_type.items()))
         tel_files = sorted((p / "dl2_telescopes").glob("*.parquet"))
         n_rows += sum(pq.ParquetFile(f).metadata.num_rows for f in tel_files)
-        for i, (lo, hi) in enumerate(_plan_product_ranges([f for _, f in dl1], int(task_rows), p / "dl1")):
-            t = ApplyTask(str(p.resolve()), f"part-{k:06d}-{i:06d}", key_json(lo), key_json(hi), dl1_t,
-                          paths(sorted((p / "dl2").glob("*.parquet"))), paths(tel_files), model_dirs, weights_json,
-                          str(staging), prov_json)
-            rec = _verified(staging, t.name)
-            if rec:
-                done[t.name] = rec
-            else:
-                tasks.append(t)
-    if progress:
-        progress(0, len(sets) * n_rows)
-        progress(len(sets) * sum(r["rows_in"] for r in done.values()))
-    summary.n_tasks, summary.n_resumed = len(tasks) + len(done), len(done)
-    log.info("apply-models: %d tasks (%d done by an earlier run), %s", summary.n_tasks, len(done),
-             f"Dask scheduler {scheduler}" if scheduler else f"{workers or 'all'} local worker(s)")
-    failures = _run_staged(run_apply_task, tasks, done, workers=workers, scheduler=scheduler,
-                           progress=progress, advance=lambda r: len(sets) * r["rows_in"])
-    summary.failures = [f"{t.product} events {t.lo or 'start'}-{t.hi or 'end'}: {e}" for t, e in failures]
-    if failures and not skip_failed:
-        _raise_failures(failures, summary.n_tasks, done, staging)
-    recs = [done[n] for n in sorted(done)]
+        for i, (lo, hi) in enumerate(plan_key_ranges([f for _, f in dl1], int(task_rows))):
+            planned.append(ApplyTask(str(p.resolve()), f"part-{k:06d}-{i:06d}", key_json(lo), key_json(hi), dl1_t,
+                                     paths(sorted((p / "dl2").glob("*.parquet"))), paths(tel_files), model_dirs,
+                                     weights_json, str(staging), prov_json))
+    recs = _run_resumable("apply-models", run_apply_task, planned, staging, summary, workers=workers,
+                          scheduler=scheduler, skip_failed=skip_failed, progress=progress, total=n_rows,
+                          scale=len(sets), describe=lambda t: f"{t.product} events {t.lo or 'start'}-{t.hi or 'end'}")
     n_tel = sum(r["rows_in"] for r in recs)
     summary.n_array_events = sum(r["array_events"] for r in recs)
     summary.n_tel_events = {"dl2_telescopes": n_tel}

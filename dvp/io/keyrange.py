@@ -126,11 +126,9 @@ def _pieces(pf: pq.ParquetFile, path, g: int, piece: int) -> list:
     """``(lo, hi, rows)`` of consecutive slices of ``piece`` rows of row group ``g``,
     from its key columns (only they are read)."""
     try:
-        t = pf.read_row_group(g, columns=[S.OBS_ID, S.EVENT_ID], use_threads=False)
+        obs, ev = _row_group_keys(pf, g)
     except (OSError, pa.ArrowException) as e:
         raise InputError(path, f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
-    obs = np.asarray(t.column(0).to_numpy(zero_copy_only=False), np.int64)
-    ev = np.asarray(t.column(1).to_numpy(zero_copy_only=False), np.int64)
     out = []
     for a in range(0, len(obs), piece):
         o, e = obs[a:a + piece], ev[a:a + piece]
@@ -196,19 +194,24 @@ def read_key_range(path, columns, lo: Key | None, hi: Key | None, event_ids: pa.
         raise InputError(path, f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
 
 
+def table_keys(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """``(obs_id, event_id)`` of a table as int64 arrays, shape (n,) each."""
+    return (np.asarray(table.column(S.OBS_ID).to_numpy(zero_copy_only=False), np.int64),
+            np.asarray(table.column(S.EVENT_ID).to_numpy(zero_copy_only=False), np.int64))
+
+
+def _row_group_keys(pf: pq.ParquetFile, g: int) -> tuple[np.ndarray, np.ndarray]:
+    return table_keys(pf.read_row_group(g, columns=[S.OBS_ID, S.EVENT_ID], use_threads=False))
+
+
 def _keys_in_range(pf: pq.ParquetFile, g: int, lo, hi) -> bool:
-    t = pf.read_row_group(g, columns=[S.OBS_ID, S.EVENT_ID], use_threads=False)
-    obs = np.asarray(t.column(0).to_numpy(zero_copy_only=False), np.int64)
-    ev = np.asarray(t.column(1).to_numpy(zero_copy_only=False), np.int64)
-    return bool(_in_range(obs, ev, lo, hi).any())
+    return bool(_in_range(*_row_group_keys(pf, g), lo, hi).any())
 
 
 def _filter(t: pa.Table, lo, hi, event_ids) -> pa.Table:
     keep = None
     if lo is not None or hi is not None:
-        obs = np.asarray(t.column(S.OBS_ID).to_numpy(zero_copy_only=False), np.int64)
-        ev = np.asarray(t.column(S.EVENT_ID).to_numpy(zero_copy_only=False), np.int64)
-        keep = _in_range(obs, ev, lo, hi)
+        keep = _in_range(*table_keys(t), lo, hi)
     if event_ids is not None:
         import pyarrow.compute as pc
         m = pc.is_in(t.column(S.EVENT_ID), value_set=event_ids).to_numpy(zero_copy_only=False)
