@@ -49,7 +49,7 @@ from dvp.kernels.stereo import group_events  # noqa: E402
 from dvp.ml.dataset import columns_as_numpy, load_telescope_events, telescope_types  # noqa: E402
 from dvp.ml.features import FeatureSpec  # noqa: E402
 from dvp.ml.metrics import bias_resolution, roc_auc  # noqa: E402
-from dvp.ml.model import _lgb, _train_one, class_weights, lightgbm_params, sigma_table  # noqa: E402
+from dvp.ml.model import _lgb, _train_one, class_weights, leaf_bounds, lightgbm_params, sigma_table  # noqa: E402
 from dvp.ml.split import group_uniform, group_validation  # noqa: E402
 
 E_EDGES = np.array([0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0])
@@ -91,10 +91,17 @@ def train_all(kind, X, y, obs, ev, ml, threads):
     out = {}
     t0 = time.perf_counter()
     b = _train_one(lgb, params, X, y, w, ~hold, hold, ml.max_rounds_for(kind), ml.early_stopping_rounds_for(kind))
+    clip = ml.model(kind).linear_leaf_clip
+    forest = None
+    if clip is not None and params.get("linear_tree"):   # part of dvp train: the leaf bounds
+        forest, _ = leaf_bounds(b, X[~hold], clip)
     dt = time.perf_counter() - t0
-    if kind == "energy":   # clipped to the training range, as ModelSet.predict
+    if kind == "energy":   # bounded leaves, clipped to the training range: as ModelSet.predict
         lo, hi = float(y.min()), float(y.max())
-        out["dvp"] = (lambda Z, b=b: np.clip(b.predict(Z, num_threads=threads), lo, hi), dt, b)
+        if forest is not None:
+            out["dvp"] = (lambda Z, f=forest: np.clip(f.predict(Z), lo, hi), dt, b)
+        else:
+            out["dvp"] = (lambda Z, b=b: np.clip(b.predict(Z, num_threads=threads), lo, hi), dt, b)
     else:
         out["dvp"] = (lambda Z, b=b: b.predict(Z, num_threads=threads), dt, b)
     for name, m in models(kind, threads, ml.seed).items():
@@ -139,6 +146,7 @@ def main():
     t0 = time.perf_counter()
     gam, pro = load(args.gamma, ml, 1), load(args.proton, ml, 0)
     print(f"loaded features in {time.perf_counter() - t0:.1f} s")
+    _warm_up(args.threads)
     types = sorted(set(gam) & set(pro))
     per_tel = {m: [] for m in METHODS}     # (obs, ev, tel, label, log10E_pred, gammaness, intensity, part, sigma)
     timings = []
@@ -176,14 +184,16 @@ def main():
             per_tel[m].append((cols[S.OBS_ID] + 1_000_000 * (1 - cols["label"]), cols[S.EVENT_ID], cols[S.TEL_ID],
                                cols["label"], e_pred, g_pred, cols[S.HILLAS_INTENSITY], part,
                                np.interp(log_int, table["log10_intensity"], table["sigma_log10"])))
-        # the gamma energy model on protons: linear leaves extrapolate
+        # the gamma energy model on protons: linear leaves extrapolate unless bounded
         b_e, b_p = reg["dvp"][2], clf["dvp"][2]
         pr = ue & (cols["label"] == 0)
         raw = b_e.predict(Xe[pr], num_threads=args.threads)
         lo, hi = ye[tr].min(), ye[tr].max()
-        print(f"{t}: energy model on {pr.sum():,} proton telescope events: {np.mean(raw > hi):.1%} above the "
-              f"gamma training range (log10 E <= {hi:.2f}; max {raw.max():.2f} before clipping), "
-              f"{np.mean(raw < lo):.2%} below")
+        dvp_pr = reg["dvp"][0](Xe[pr])
+        print(f"{t}: energy model on {pr.sum():,} proton telescope events: unbounded leaves (LightGBM) "
+              f"{np.mean(raw > hi):.1%} above the gamma training range (log10 E <= {hi:.2f}; max {raw.max():.2f}), "
+              f"{np.mean(raw < lo):.2%} below; dvp {np.mean(dvp_pr >= hi):.1%} at its top, reco-true correlation "
+              f"{np.corrcoef(dvp_pr, ye[pr])[0, 1]:.2f} (unbounded {np.corrcoef(np.clip(raw, lo, hi), ye[pr])[0, 1]:.2f})")
         # prediction speed of dvp's LightGBM on one thread (telescope events / s)
         f_e, f_p = flatten_lightgbm(b_e), flatten_lightgbm(b_p)
         Xbig = np.ascontiguousarray(np.tile(Xe[ue], (max(1, 200_000 // max(ue.sum(), 1)), 1)))
@@ -223,7 +233,7 @@ def main():
         .with_columns(label=pl.lit(1)),
         pl.read_parquet(args.proton / "dl2" / "*.parquet", columns=[S.OBS_ID, S.EVENT_ID, S.TRUE_ENERGY])
         .with_columns(label=pl.lit(0), obs_id=pl.col(S.OBS_ID) + 1_000_000)])
-    rows_e, rows_a = {}, {}
+    rows_e, rows_a, rows_p = {}, {}, {}
     for m, (o, e, le_ev, g_ev) in results.items():
         df = pl.DataFrame({S.OBS_ID: o, S.EVENT_ID: e, "le": le_ev, "g": g_ev}).join(
             truth, on=[S.OBS_ID, S.EVENT_ID], how="left")
@@ -238,6 +248,9 @@ def main():
         rows_a[m] = [(roc_auc(ok["g"].to_numpy()[sel], ok["label"].to_numpy()[sel]), int(sel.sum()))
                      for sel in [(ereco >= lo) & (ereco < hi) for lo, hi in zip(E_EDGES[:-1], E_EDGES[1:])]]
         rows_a[m].append((roc_auc(ok["g"].to_numpy(), ok["label"].to_numpy()), ok.height))
+        pm = df.filter((pl.col("label") == 0) & pl.col("le").is_finite())
+        lp, lt = pm["le"].to_numpy(), np.log10(pm[S.TRUE_ENERGY].to_numpy())
+        rows_p[m] = (pm.height, float(np.mean(lp > np.log10(5.0))), float(np.corrcoef(lp, lt)[0, 1]))
     labels = [f"{lo:g}–{hi:g}" for lo, hi in zip(E_EDGES[:-1], E_EDGES[1:])] + ["all"]
     print("\n## energy resolution / bias per true-energy bin (test gammas, array events)\n")
     names = list(results)
@@ -246,6 +259,11 @@ def main():
     for i, lab in enumerate(labels):
         print(f"| {lab} | {rows_e['dvp'][i][2]:,} | " + " | ".join(
             f"{rows_e[m][i][1]:.3f} / {rows_e[m][i][0]:+.3f}" for m in names) + " |")
+    print("\n## the gamma energy models on test protons (array events)\n")
+    print("| method | protons | E_reco > 5 TeV | corr(log E_reco, log E_true) |")
+    print("| --- | --- | --- | --- |")
+    for m, (n_p, f5, corr) in rows_p.items():
+        print(f"| {m} | {n_p:,} | {f5:.1%} | {corr:.2f} |")
     print("\n## ROC AUC per reconstructed-energy bin (test gammas vs protons, array events)\n")
     names_a = [m for m in names if m != "dvp (inverse variance)"]
     print("| reco E (TeV) | events | " + " | ".join(names_a) + " |")
@@ -253,6 +271,16 @@ def main():
     for i, lab in enumerate(labels):
         print(f"| {lab} | {rows_a['dvp'][i][1]:,} | " + " | ".join(f"{rows_a[m][i][0]:.4f}" for m in names_a) + " |")
     _plot(args.figures, labels[:-1], rows_e, rows_a)
+
+
+def _warm_up(threads):
+    """Compile the numba kernels dvp train uses (cached on disk after a first run) outside the timings."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 3))
+    b = _lgb().train({"objective": "regression", "linear_tree": True, "verbosity": -1, "num_threads": threads},
+                     _lgb().Dataset(X, X[:, 0]), num_boost_round=3)
+    leaf_bounds(b, X, 0.01)
+    leaf_bounds(b, X.astype(np.float32), 0.01)
 
 
 def _timed(fn):

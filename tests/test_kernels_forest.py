@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from dvp.kernels.forest import (MISSING_NAN, MISSING_ZERO, Forest, _plain_rows, _raw_score, _raw_score_linear,
-                                _raw_score_missing, flatten_lightgbm)
+                                _raw_score_missing, _tree_leaf_bounds, flatten_lightgbm)
 
 
 def _tiny():
@@ -188,6 +188,70 @@ def test_hand_worked_linear_forest(zero_split):
     np.testing.assert_array_equal(f.predict(_ROWS[plain]), _expected(zero_split)[plain])
 
 
+# training rows of _tiny_linear(False) and, per leaf, the outputs they give (worked by hand):
+# leaf 0 = 0.5 + 2 x0 - x1, leaf 1 = -1 + 0.25 x1, leaf 2 = 4, leaf 3 = x0, leaf 4 = 1 + 3 x0
+_TRAIN = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, 0.4], [0.0, 1.0], [0.0, 3.0], [0.5, -2.0]])
+#               leaf 0: 0.5, 2.5, 1.1, -, -, 3.5   leaf 1: -0.75, -0.25   leaf 3: 0.5   leaf 4: 1, 4, 2.5, 1, 1
+
+
+@pytest.mark.parametrize("quantile,low,high", [
+    (0.0, [0.5, -0.75, -np.inf, 0.5, 1.0], [3.5, -0.25, np.inf, 0.5, 4.0]),
+    # floor(0.34 (k - 1)): rank 1 from either end for leaf 0 (k = 4) and leaf 4 (k = 5), 0 for the others
+    (0.34, [1.1, -0.75, -np.inf, 0.5, 1.0], [2.5, -0.25, np.inf, 0.5, 2.5])])
+def test_hand_worked_leaf_bounds(quantile, low, high):
+    f = _tiny_linear(False)
+    lo, hi = f.leaf_output_bounds(_TRAIN, quantile)
+    np.testing.assert_allclose(lo, low, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(hi, high, rtol=0, atol=1e-15)
+    unbounded = f.predict(_TRAIN)
+    f.set_leaf_bounds(lo, hi)
+    if quantile == 0.0:   # the training rows themselves are never clipped
+        np.testing.assert_array_equal(f.predict(_TRAIN), unbounded)
+    rows = np.array([[-5.0, 0.0],     # leaf 0: -9.5 -> low; leaf 4: -14 -> low (1)
+                     [0.0, 100.0],    # leaf 1: 24 -> high (-0.25); leaf 4: 1
+                     [0.5, -3.0],     # leaf 0: 4.5 -> high; leaf 3: 0.5
+                     [20.0, 0.0],     # leaf 2: 4 (no bound); leaf 4: 61 -> high
+                     [np.nan, 0.2]])  # leaf 2: 4; leaf 4 with NaN x0: its leaf value 20, never bounded
+    want = [low[0] + low[4], high[1] + 1.0, high[0] + 0.5, 4.0 + high[4], 4.0 + 20.0]
+    for X in (rows, np.tile(rows, (4, 1))):   # per-row kernel (NaN) and blocks of 8 plus the per-row rest
+        np.testing.assert_array_equal(f.predict(X)[:5], want)
+    np.testing.assert_array_equal(f.predict(rows[:4]), want[:4])   # the fast linear kernel alone
+
+
+def test_leaf_bounds_checks():
+    f = _tiny_linear(False)
+    with pytest.raises(ValueError, match="shapes"):
+        f.set_leaf_bounds(np.zeros(4), np.ones(4))
+    with pytest.raises(ValueError, match="above"):
+        f.set_leaf_bounds(np.ones(5), np.zeros(5))
+    with pytest.raises(ValueError, match="quantile"):
+        f.leaf_output_bounds(_TRAIN, 0.5)
+    with pytest.raises(ValueError, match="constant leaves"):
+        _tiny().set_leaf_bounds(np.zeros(4), np.ones(4))
+    f.set_leaf_bounds(np.full(5, np.nan), np.full(5, np.inf))   # NaN: no bound
+    np.testing.assert_array_equal(f.leaf_low, np.full(5, -np.inf))
+
+
+def test_leaf_bounds_on_a_lightgbm_linear_model():
+    """Bounds from the training rows leave LightGBM's predictions on them bit-identical,
+    and keep every prediction within the sum of the leaves' ranges however far the rows go."""
+    import lightgbm as lgb
+    rng = np.random.default_rng(5)
+    X, y = _lgb_data(rng, 3000, 0.0)
+    b = lgb.train({"objective": "regression", "linear_tree": True, "num_leaves": 8, "verbosity": -1,
+                   "deterministic": True, "num_threads": 1, "seed": 1}, lgb.Dataset(X, y), num_boost_round=20)
+    f = flatten_lightgbm(b)
+    lo, hi = f.leaf_output_bounds(X)
+    f.set_leaf_bounds(lo, hi)
+    np.testing.assert_array_equal(f.predict(X), b.predict(X))
+    far = X[:200] * 50.0
+    assert np.abs(b.predict(far) - f.predict(far)).max() > 1.0   # LightGBM's planes do run away
+    per_tree_lo = [lo[f.leaf_offset[t]:f.leaf_offset[t] + f.n_internal[t] + 1].min() for t in range(f.n_trees)]
+    per_tree_hi = [hi[f.leaf_offset[t]:f.leaf_offset[t] + f.n_internal[t] + 1].max() for t in range(f.n_trees)]
+    p = f.predict(far)
+    assert (p >= f.init + sum(per_tree_lo) - 1e-9).all() and (p <= f.init + sum(per_tree_hi) + 1e-9).all()
+
+
 def test_tiny_values_are_read_as_zero_in_linear_leaves():
     """LightGBM's predict reads |x| <= 1e-35 (as float32) as 0: visible with a coefficient of 1e30."""
     import lightgbm as lgb
@@ -205,7 +269,8 @@ def test_linear_kernels_jit_match_python():
     rng = np.random.default_rng(2)
     X = rng.uniform(-3, 3, (43, 2))
     common = (f.feature, f.threshold, f.child, f.node_offset)
-    linear = (f.leaf_const, f.coef_ptr, f.coef_feature, f.coef_value, 0.25)
+    lo, hi = np.array([0.0, -1.0, -np.inf, -2.0, 0.5]), np.array([1.5, np.inf, np.inf, 2.0, 3.0])
+    linear = (f.leaf_const, f.coef_ptr, f.coef_feature, f.coef_value, lo, hi, 0.25)
     outs = np.empty((4, 43))
     _raw_score_linear(X, *common, f.depth, f.n_internal, f.leaf_offset, *linear, outs[0])
     _raw_score_linear.py_func(X, *common, f.depth, f.n_internal, f.leaf_offset, *linear, outs[1])
@@ -220,6 +285,16 @@ def test_linear_kernels_jit_match_python():
     np.testing.assert_array_equal(outs[0], outs[1])
     np.testing.assert_array_equal(outs[2], outs[3])
     assert np.isfinite(outs).all()
+    plain = np.empty(43, bool)
+    _plain_rows(X, plain)
+    bounds = [np.full((2, 5), np.nan), np.full((2, 5), np.nan)]
+    for t in range(2):
+        for k, fn in enumerate((_tree_leaf_bounds, _tree_leaf_bounds.py_func)):
+            # f: no Zero split, so plain rows may take the branch-free walks (8 in lockstep or one)
+            fn(X, plain, t, f.feature, f.threshold, f.child, f.missing, f.default_left, f.node_offset, f.depth,
+               f.n_internal, f.leaf_value, f.leaf_offset, *linear[:4], 0.2, bounds[k][0], bounds[k][1])
+    np.testing.assert_array_equal(bounds[0], bounds[1])
+    assert np.isfinite(bounds[0]).sum() >= 8   # rows reach at least four of the five leaves
     a, b = np.empty(43, bool), np.empty(43, bool)
     _plain_rows(X, a)
     _plain_rows.py_func(X, b)

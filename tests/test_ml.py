@@ -169,6 +169,9 @@ def test_roc_auc_and_bias_resolution_hand_worked():
     ("ml.energy.lightgbm=3", "ml.energy.lightgbm: expected a table"),
     ("ml.particle.early_stopping_rounds=0", "ml.particle.early_stopping_rounds: expected a positive int"),
     ("ml.energy.max_rounds=true", "ml.energy.max_rounds: expected a positive int"),
+    ("ml.energy.linear_leaf_clip=0.5", "ml.energy.linear_leaf_clip: expected false or a fraction in [0, 0.5)"),
+    ("ml.energy.linear_leaf_clip=true", "ml.energy.linear_leaf_clip: expected false"),
+    ("ml.particle.linear_leaf_clip=-0.1", "ml.particle.linear_leaf_clip: expected false"),
 ])
 def test_bad_ml_config(override, message):
     with pytest.raises(DvpError) as e:
@@ -206,6 +209,10 @@ def test_per_kind_lightgbm_parameters():
         rounds = (ml.max_rounds_for(kind), ml.early_stopping_rounds_for(kind))
         assert {(t.max_rounds, t.esr) for t in plan.tasks} == {rounds}
         assert all(t.params == M.lightgbm_params(kind, ml) for t in plan.tasks)
+        assert {t.leaf_clip for t in plan.tasks} == {0.01}
+    ml = load_config(None, ["ml.energy.linear_leaf_clip=false", "ml.particle.linear_leaf_clip=0"]).ml
+    assert (ml.energy.linear_leaf_clip, ml.particle.linear_leaf_clip) == (None, 0.0)
+    assert {t.leaf_clip for t in M.plan_fit("energy", X, X[:, 0], obs, ev, ml).tasks} == {None}
 
 
 def test_ml_config_round_trip(tmp_path):
@@ -213,7 +220,8 @@ def test_ml_config_round_trip(tmp_path):
 
     from dvp.config import config_from_data
     overrides = ["ml.energy.lightgbm.num_leaves=15", "ml.particle.lightgbm.learning_rate=0.2",
-                 "ml.particle.max_rounds=300", "ml.energy.early_stopping_rounds=40", "ml.lightgbm.max_bin=63"]
+                 "ml.particle.max_rounds=300", "ml.energy.early_stopping_rounds=40", "ml.lightgbm.max_bin=63",
+                 "ml.energy.linear_leaf_clip=false", "ml.particle.linear_leaf_clip=0.05"]
     for cfg in (load_config(), load_config(None, overrides)):
         d = cfg.to_dict()
         again = config_from_data(d)
@@ -227,6 +235,7 @@ def test_ml_config_round_trip(tmp_path):
                 assert M.lightgbm_params(kind, c.ml) == M.lightgbm_params(kind, cfg.ml)
                 assert c.ml.early_stopping_rounds_for(kind) == cfg.ml.early_stopping_rounds_for(kind)
                 assert c.ml.max_rounds_for(kind) == cfg.ml.max_rounds_for(kind)
+                assert c.ml.model(kind).linear_leaf_clip == cfg.ml.model(kind).linear_leaf_clip
     d = load_config(None, overrides).to_dict()["ml"]
     assert d["energy"]["lightgbm"] == {"linear_tree": True, "learning_rate": 0.05, "num_leaves": 15}
     assert d["particle"]["lightgbm"] == {"learning_rate": 0.2} and d["particle"]["max_rounds"] == 300
@@ -318,18 +327,42 @@ def test_trained_models_beat_chance(trained):
 
 
 def test_energy_models_are_linear_trees_evaluated_exactly(trained):
-    """The default energy model has linear leaves; apply-models' kernel gives LightGBM's
-    predictions bit for bit, clipped to the training range."""
+    """The default energy model has linear leaves, bounded to the outputs they gave their
+    training rows (less 1 % at each end); apply-models' kernel gives LightGBM's
+    predictions bit for bit where no bound acts, and the bounded ones elsewhere, clipped
+    to the training range."""
+    from dvp.kernels.forest import flatten_lightgbm
     ms = M.ModelSet.load(trained / "energy")
     assert ms.meta["lightgbm_params"]["linear_tree"] is True
     rng = np.random.default_rng(0)
     for tel_type, b in ms.boosters.items():
         assert "is_linear=1" in b.model_to_string()
+        info = ms.meta["telescope_types"][tel_type]
+        lo, hi = info["log10_energy_range"]
+        bounds = info["leaf_output_bounds"]
+        forest = flatten_lightgbm(b)
+        assert bounds["quantile"] == 0.01 and len(bounds["low"]) == len(bounds["high"]) == forest.n_leaves
+        low = np.array([-np.inf if v is None else v for v in bounds["low"]])
+        high = np.array([np.inf if v is None else v for v in bounds["high"]])
+        # every leaf was grown from training rows, so every leaf has both bounds
+        assert (low <= high).all() and np.isfinite(low).all() and np.isfinite(high).all()
+        # rows far outside the training sample: LightGBM's planes run away, the bounded leaves do not
         X = (rng.normal(size=(500, len(ms.spec.features))) * 1000).astype(np.float32)
-        lo, hi = ms.meta["telescope_types"][tel_type]["log10_energy_range"]
         ref = b.predict(X)
-        np.testing.assert_array_equal(ms.predict(tel_type, X), np.clip(ref, lo, hi))
-        assert ((ref < lo) | (ref > hi)).any()   # these random rows do leave the range
+        assert ((ref < lo) | (ref > hi)).any()
+        got = ms.predict(tel_type, X)
+        forest.set_leaf_bounds(low, high)
+        np.testing.assert_array_equal(got, np.clip(forest.predict(X), lo, hi))
+        assert np.abs(got - np.clip(ref, lo, hi)).max() > 0.1
+        tree_leaves = [slice(forest.leaf_offset[t], forest.leaf_offset[t] + forest.n_internal[t] + 1)
+                       for t in range(forest.n_trees)]
+        span = (forest.init + sum(low[s].min() for s in tree_leaves), forest.init + sum(high[s].max() for s in tree_leaves))
+        assert (forest.predict(X) >= span[0] - 1e-9).all() and (forest.predict(X) <= span[1] + 1e-9).all()
+        # model sets without bounds (older ones) predict LightGBM's values, clipped to the range
+        old = M.ModelSet(ms.kind, ms.spec, ms.weights, ms.boosters,
+                         {**ms.meta, "telescope_types": {tel_type: {k: v for k, v in info.items()
+                                                                    if k != "leaf_output_bounds"}}})
+        np.testing.assert_array_equal(old.predict(tel_type, X), np.clip(ref, lo, hi))
     pms = M.ModelSet.load(trained / "particle")
     assert "linear_tree" not in pms.meta["lightgbm_params"]
     for b in pms.boosters.values():

@@ -9,6 +9,12 @@ tree order, as LightGBM sums it, so predictions are LightGBM's bit for bit.
 A leaf outputs its ``leaf_value``, or, in a model trained with ``linear_tree = true``,
 ``leaf_const + sum_i coeff_i * x[feature_i]`` summed in LightGBM's order; if one of
 those ``x[feature_i]`` is NaN the leaf outputs its ``leaf_value`` instead (LightGBM's rule).
+A linear leaf's output can be bounded to ``[leaf_low, leaf_high]``
+(:meth:`Forest.set_leaf_bounds`, from :meth:`Forest.leaf_output_bounds` on the training
+rows): a plane fitted to the rows of a leaf extrapolates without limit on rows unlike
+them (protons under a gamma energy model), and the bound stops that where it starts,
+per leaf, instead of only on the sum. Without bounds (the default: -inf, +inf)
+predictions are LightGBM's.
 
 Missing and near-zero values follow LightGBM's ``predict`` too: it reads every
 ``|x| <= 1e-35`` as 0; at a split a NaN goes to the split's default child if the split
@@ -66,11 +72,21 @@ def _walk1(X, r, feature, threshold, child, base, depth):
 
 
 @njit(inline="always")
-def _linear_leaf(X, r, leaf, leaf_const, coef_ptr, coef_feature, coef_value):
+def _bounded(v, lo, hi):
+    # comparisons, not min/max: a NaN stays NaN; infinite bounds leave v bit-identical
+    if v < lo:
+        return lo
+    if v > hi:
+        return hi
+    return v
+
+
+@njit(inline="always")
+def _linear_leaf(X, r, leaf, leaf_const, coef_ptr, coef_feature, coef_value, leaf_low, leaf_high):
     v = leaf_const[leaf]
     for p in range(coef_ptr[leaf], coef_ptr[leaf + 1]):
         v += coef_value[p] * X[r, coef_feature[p]]
-    return v
+    return _bounded(v, leaf_low[leaf], leaf_high[leaf])
 
 
 @njit(cache=True)
@@ -99,10 +115,11 @@ def _raw_score(X, feature, threshold, child, node_offset, depth, n_internal, lea
 
 @njit(cache=True)
 def _raw_score_linear(X, feature, threshold, child, node_offset, depth, n_internal, leaf_offset,
-                      leaf_const, coef_ptr, coef_feature, coef_value, init, out):
+                      leaf_const, coef_ptr, coef_feature, coef_value, leaf_low, leaf_high, init, out):
     """``out`` (n,) = raw scores of rows ``X`` (n, n_features) without NaN or
     ``0 < |x| <= 1e-35``, linear leaves: leaf ``i`` adds ``leaf_const[i] + sum over p in
-    coef_ptr[i] ... coef_ptr[i + 1] - 1 of coef_value[p] * x[coef_feature[p]]``."""
+    coef_ptr[i] ... coef_ptr[i + 1] - 1 of coef_value[p] * x[coef_feature[p]]``, bounded
+    to ``[leaf_low[i], leaf_high[i]]``."""
     n = X.shape[0]
     n_trees = node_offset.shape[0]
     acc = np.empty(BLOCK)
@@ -113,19 +130,55 @@ def _raw_score_linear(X, feature, threshold, child, node_offset, depth, n_intern
             nodes = _walk8(X, s, feature, threshold, child, node_offset[t], depth[t])
             off = leaf_offset[t] - n_internal[t]
             for k in range(BLOCK):
-                acc[k] += _linear_leaf(X, s + k, off + nodes[k], leaf_const, coef_ptr, coef_feature, coef_value)
+                acc[k] += _linear_leaf(X, s + k, off + nodes[k], leaf_const, coef_ptr, coef_feature, coef_value,
+                                       leaf_low, leaf_high)
         out[s:s + BLOCK] = acc
     for r in range(full, n):
         a = init
         for t in range(n_trees):
             leaf = leaf_offset[t] - n_internal[t] + _walk1(X, r, feature, threshold, child, node_offset[t], depth[t])
-            a += _linear_leaf(X, r, leaf, leaf_const, coef_ptr, coef_feature, coef_value)
+            a += _linear_leaf(X, r, leaf, leaf_const, coef_ptr, coef_feature, coef_value, leaf_low, leaf_high)
         out[r] = a
+
+
+@njit(inline="always")
+def _leaf_missing(X, r, base, n_int, feature, threshold, child, missing, default_left):
+    """Tree-local leaf node of row ``r`` in the tree at ``base``, LightGBM's missing-value rules."""
+    j = 0
+    while j < n_int:
+        g = base + j
+        x = X[r, feature[g]]
+        if x != x:
+            if missing[g] == MISSING_NAN:
+                j = child[2 * g + (1 - default_left[g])]
+                continue
+            x = 0.0
+        elif abs(x) <= ZERO_THRESHOLD:
+            x = 0.0
+        if missing[g] == MISSING_ZERO and x == 0.0:
+            j = child[2 * g + (1 - default_left[g])]
+        else:
+            j = child[2 * g + (x > threshold[g])]
+    return j
+
+
+@njit(inline="always")
+def _leaf_output_missing(X, r, leaf, leaf_value, leaf_const, coef_ptr, coef_feature, coef_value, leaf_low,
+                         leaf_high):
+    """Output of ``leaf`` for row ``r``: a NaN among the linear features gives ``leaf_value``
+    (unbounded, as LightGBM), else the bounded linear value."""
+    v = leaf_const[leaf]
+    for p in range(coef_ptr[leaf], coef_ptr[leaf + 1]):
+        x = X[r, coef_feature[p]]
+        if x != x:
+            return leaf_value[leaf]
+        v += coef_value[p] * (0.0 if abs(x) <= ZERO_THRESHOLD else x)
+    return _bounded(v, leaf_low[leaf], leaf_high[leaf])
 
 
 @njit(cache=True)
 def _raw_score_missing(X, feature, threshold, child, missing, default_left, node_offset, n_internal, leaf_value,
-                       leaf_offset, leaf_const, coef_ptr, coef_feature, coef_value, init, out):
+                       leaf_offset, leaf_const, coef_ptr, coef_feature, coef_value, leaf_low, leaf_high, init, out):
     """``out`` (n,) = raw scores of any rows ``X`` (n, n_features), one row at a time, with
     LightGBM's handling of NaN, zero and ``|x| <= 1e-35`` in splits (``missing``,
     ``default_left`` per node) and linear leaves (constant leaves: ``leaf_const ==
@@ -135,32 +188,76 @@ def _raw_score_missing(X, feature, threshold, child, missing, default_left, node
     for r in range(n):
         a = init
         for t in range(n_trees):
-            base = node_offset[t]
-            j = 0
-            while j < n_internal[t]:
-                g = base + j
-                x = X[r, feature[g]]
-                if x != x:
-                    if missing[g] == MISSING_NAN:
-                        j = child[2 * g + (1 - default_left[g])]
-                        continue
-                    x = 0.0
-                elif abs(x) <= ZERO_THRESHOLD:
-                    x = 0.0
-                if missing[g] == MISSING_ZERO and x == 0.0:
-                    j = child[2 * g + (1 - default_left[g])]
-                else:
-                    j = child[2 * g + (x > threshold[g])]
-            leaf = leaf_offset[t] + j - n_internal[t]
-            v = leaf_const[leaf]
-            for p in range(coef_ptr[leaf], coef_ptr[leaf + 1]):
-                x = X[r, coef_feature[p]]
-                if x != x:
-                    v = leaf_value[leaf]
-                    break
-                v += coef_value[p] * (0.0 if abs(x) <= ZERO_THRESHOLD else x)
-            a += v
+            j = _leaf_missing(X, r, node_offset[t], n_internal[t], feature, threshold, child, missing, default_left)
+            a += _leaf_output_missing(X, r, leaf_offset[t] + j - n_internal[t], leaf_value, leaf_const, coef_ptr,
+                                      coef_feature, coef_value, leaf_low, leaf_high)
         out[r] = a
+
+
+@njit(cache=True)
+def _tree_leaf_bounds(X, plain, t, feature, threshold, child, missing, default_left, node_offset, depth, n_internal,
+                      leaf_value, leaf_offset, leaf_const, coef_ptr, coef_feature, coef_value, quantile, low, high):
+    """Per leaf of tree ``t``: the ``floor(quantile (k - 1))``-th smallest and largest of the
+    (unbounded) outputs it gives the ``k`` rows of ``X`` that reach it, into ``low`` and
+    ``high`` (forest-wide leaf numbers; leaves no row reaches are left as they are).
+    Rows with ``plain[r]`` (:func:`_plain_rows`) take the branch-free walk."""
+    n = X.shape[0]
+    n_int = n_internal[t]
+    first = leaf_offset[t]
+    n_leaf = n_int + 1
+    leaf = np.empty(n, np.int64)
+    value = np.empty(n)
+    count = np.zeros(n_leaf + 1, np.int64)
+    r = 0
+    while r < n:   # 8 plain rows in lockstep where possible, as the prediction kernels
+        if r + BLOCK <= n and plain[r:r + BLOCK].all():
+            nodes = _walk8(X, r, feature, threshold, child, node_offset[t], depth[t])
+            for k in range(BLOCK):
+                leaf[r + k] = nodes[k] - n_int
+            r += BLOCK
+        elif plain[r]:
+            leaf[r] = _walk1(X, r, feature, threshold, child, node_offset[t], depth[t]) - n_int
+            r += 1
+        else:
+            leaf[r] = _leaf_missing(X, r, node_offset[t], n_int, feature, threshold, child, missing, default_left) - n_int
+            r += 1
+    for r in range(n):
+        i = leaf[r]
+        v = leaf_const[first + i]   # as _leaf_output_missing, unbounded
+        nan = False
+        for p in range(coef_ptr[first + i], coef_ptr[first + i + 1]):
+            x = X[r, coef_feature[p]]
+            if x != x:
+                nan = True
+                break
+            v += coef_value[p] * (0.0 if abs(x) <= ZERO_THRESHOLD else x)
+        value[r] = leaf_value[first + i] if nan else v
+        count[i + 1] += 1
+    # counting sort by leaf, then each leaf's outputs sorted
+    for i in range(n_leaf):
+        count[i + 1] += count[i]
+    fill = count[:-1].copy()
+    grouped = np.empty(n)
+    for r in range(n):
+        grouped[fill[leaf[r]]] = value[r]
+        fill[leaf[r]] += 1
+    for i in range(n_leaf):
+        a, b = count[i], count[i + 1]
+        k = b - a
+        if k == 0:
+            continue
+        rank = np.int64(np.floor(quantile * (k - 1)))
+        if rank == 0:
+            lo = hi = grouped[a]
+            for j in range(a + 1, b):
+                lo = min(lo, grouped[j])
+                hi = max(hi, grouped[j])
+        else:   # two selections instead of a sort
+            seg = grouped[a:b]
+            lo = np.partition(seg, rank)[rank]
+            hi = np.partition(seg, k - 1 - rank)[k - 1 - rank]
+        low[first + i] = lo
+        high[first + i] = hi
 
 
 @njit(cache=True)
@@ -219,6 +316,8 @@ class Forest:
     coef_feature : ndarray of int32, shape (n_coefficients,)
     coef_value : ndarray of float64, shape (n_coefficients,)
         Leaf ``i``'s coefficients are entries ``coef_ptr[i] ... coef_ptr[i + 1] - 1``.
+    leaf_low, leaf_high : ndarray, shape (n_leaves,)
+        Bounds of the linear leaves' outputs (:meth:`set_leaf_bounds`; -inf, +inf: none).
     """
 
     def __init__(self, feature, threshold, child, node_offset, depth, n_internal, leaf_value, leaf_offset,
@@ -254,6 +353,8 @@ class Forest:
             self.coef_ptr = np.zeros(n_leaves + 1, np.int64)
             self.coef_feature = np.zeros(0, np.int32)
             self.coef_value = np.zeros(0, np.float64)
+        self.leaf_low = np.full(n_leaves, -np.inf)
+        self.leaf_high = np.full(n_leaves, np.inf)
         self._check(n_nodes, n_leaves)
         self.zero_splits = bool(np.any(self.missing == MISSING_ZERO))
 
@@ -280,11 +381,79 @@ class Forest:
     def n_trees(self) -> int:
         return len(self.node_offset)
 
+    @property
+    def n_leaves(self) -> int:
+        return len(self.leaf_value)
+
+    def set_leaf_bounds(self, low, high) -> None:
+        """Bound every linear leaf's output to ``[low[i], high[i]]`` (-inf/+inf or NaN: no
+        bound on that side). The ``leaf_value`` fallback of a leaf with a NaN feature is
+        not bounded; a forest of constant leaves cannot be (ValueError): it does not
+        extrapolate.
+
+        Parameters
+        ----------
+        low, high : array_like, shape (n_leaves,)
+            In the model's raw-score units (log10 E for an energy model).
+        """
+        if not self.linear:
+            raise ValueError("leaf bounds are for linear leaves; this forest has constant leaves")
+        low = np.array(low, np.float64)
+        high = np.array(high, np.float64)
+        if low.shape != (self.n_leaves,) or high.shape != (self.n_leaves,):
+            raise ValueError(f"leaf bounds have shapes {low.shape} and {high.shape}, expected ({self.n_leaves},)")
+        low[np.isnan(low)] = -np.inf
+        high[np.isnan(high)] = np.inf
+        if np.any(low > high):
+            raise ValueError("a leaf's lower bound is above its upper bound")
+        self.leaf_low, self.leaf_high = low, high
+
+    def leaf_output_bounds(self, X: np.ndarray, quantile: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """Per leaf, the range of the outputs it gives the rows ``X`` (the training rows).
+
+        Parameters
+        ----------
+        X : ndarray, shape (n, n_features), float32 or float64
+        quantile : float in [0, 0.5)
+            For a leaf reached by ``k`` rows, ``low`` is its ``floor(quantile (k - 1))``-th
+            smallest output (0: the minimum) and ``high`` the same rank from the top: a
+            few outlying training rows then do not set the bounds.
+
+        Returns
+        -------
+        low, high : ndarray, shape (n_leaves,)
+            -inf, +inf for leaves no row reaches. Outputs are unbounded while computing
+            them (the current bounds are ignored).
+        """
+        X = self._rows(X)
+        if not 0.0 <= quantile < 0.5:
+            raise ValueError(f"quantile must be in [0, 0.5), got {quantile}")
+        low = np.full(self.n_leaves, -np.inf)
+        high = np.full(self.n_leaves, np.inf)
+        plain = np.empty(X.shape[0], np.bool_)
+        _plain_rows(X, plain)
+        if self.zero_splits:
+            plain[:] = False
+        for t in range(self.n_trees):
+            _tree_leaf_bounds(X, plain, t, self.feature, self.threshold, self.child, self.missing, self.default_left,
+                              self.node_offset, self.depth, self.n_internal, self.leaf_value, self.leaf_offset,
+                              self.leaf_const, self.coef_ptr, self.coef_feature, self.coef_value, float(quantile), low,
+                              high)
+        return low, high
+
+    def _rows(self, X) -> np.ndarray:
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise ValueError(f"X has shape {X.shape}, expected (n, {self.n_features})")
+        if X.dtype not in (np.float32, np.float64):
+            raise ValueError(f"X must be float32 or float64, got {X.dtype}")
+        return np.ascontiguousarray(X)
+
     def _raw_fast(self, X, out):
         if self.linear:
             _raw_score_linear(X, self.feature, self.threshold, self.child, self.node_offset, self.depth,
                               self.n_internal, self.leaf_offset, self.leaf_const, self.coef_ptr, self.coef_feature,
-                              self.coef_value, self.init, out)
+                              self.coef_value, self.leaf_low, self.leaf_high, self.init, out)
         else:
             _raw_score(X, self.feature, self.threshold, self.child, self.node_offset, self.depth, self.n_internal,
                        self.leaf_value, self.leaf_offset, self.init, out)
@@ -292,10 +461,11 @@ class Forest:
     def _raw_missing(self, X, out):
         _raw_score_missing(X, self.feature, self.threshold, self.child, self.missing, self.default_left,
                            self.node_offset, self.n_internal, self.leaf_value, self.leaf_offset, self.leaf_const,
-                           self.coef_ptr, self.coef_feature, self.coef_value, self.init, out)
+                           self.coef_ptr, self.coef_feature, self.coef_value, self.leaf_low, self.leaf_high, self.init,
+                           out)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """Predictions equal to LightGBM's.
+        """Predictions equal to LightGBM's (with leaf bounds, if set: :meth:`set_leaf_bounds`).
 
         Parameters
         ----------
@@ -306,12 +476,7 @@ class Forest:
         -------
         ndarray, shape (n,), float64
         """
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.n_features:
-            raise ValueError(f"X has shape {X.shape}, expected (n, {self.n_features})")
-        if X.dtype not in (np.float32, np.float64):
-            raise ValueError(f"X must be float32 or float64, got {X.dtype}")
-        X = np.ascontiguousarray(X)
+        X = self._rows(X)
         out = np.empty(X.shape[0])
         plain = np.empty(X.shape[0], np.bool_)
         _plain_rows(X, plain)

@@ -12,8 +12,12 @@ A *model set* is one directory per model kind (energy or particle)::
       <tel_type>.lgb.txt      LightGBM's own text model file, one per telescope type
 
 Energy models regress log10(true energy / TeV), their predictions clipped to the
-training range (linear leaves extrapolate); particle models classify gamma (1) against
-background (0), with the classes weighted to equal total weight.
+training range; particle models classify gamma (1) against background (0), with the
+classes weighted to equal total weight. Models with linear leaves (the energy default)
+also record, per leaf, the range of outputs it gave its training rows
+(``leaf_output_bounds``, ``[ml.<kind>] linear_leaf_clip``), and apply-models bounds every
+leaf's output to it: a leaf's plane would otherwise extrapolate without limit on events
+unlike the training gammas.
 """
 from __future__ import annotations
 
@@ -93,13 +97,35 @@ class _FitTask:
     max_rounds: int
     esr: int
     names: object
+    leaf_clip: float | None = None
 
 
 def _run_fit_task(t: _FitTask):
-    """``(booster, predictions of the test rows or None)``; runs in a worker process."""
+    """``(booster, predictions of the test rows or None, leaf bounds or None)``; runs in a
+    worker process. Linear leaves with ``leaf_clip`` set get bounds from the rows the
+    booster trained on (:func:`leaf_bounds`), and the test rows are predicted with them,
+    as apply-models will."""
     b = _train_one(_lgb(), t.params, t.X, t.y, t.w, t.train, t.valid, t.max_rounds, t.esr, t.names)
-    pred = b.predict(t.X[t.test], num_iteration=b.best_iteration) if t.test is not None else None
-    return b, pred
+    bounds = None
+    if t.leaf_clip is not None and t.params.get("linear_tree"):
+        forest, bounds = leaf_bounds(b, t.X[t.train], t.leaf_clip)
+        pred = forest.predict(t.X[t.test]) if t.test is not None else None
+    else:
+        pred = b.predict(t.X[t.test], num_iteration=b.best_iteration) if t.test is not None else None
+    return b, pred, bounds
+
+
+def leaf_bounds(booster, X: np.ndarray, quantile: float):
+    """``(forest, bounds)``: the booster flattened (best iteration) with its linear
+    leaves bounded to the outputs they give the rows ``X`` (n, n_features), less the
+    ``quantile`` fraction at each end (:meth:`dvp.kernels.forest.Forest.leaf_output_bounds`);
+    ``bounds`` is the metadata record ``{"quantile", "low", "high"}`` (None: no bound)."""
+    from ..kernels.forest import flatten_lightgbm
+    forest = flatten_lightgbm(booster)
+    low, high = forest.leaf_output_bounds(X, quantile)
+    forest.set_leaf_bounds(low, high)
+    return forest, {"quantile": float(quantile), "low": [float(v) if np.isfinite(v) else None for v in low],
+                    "high": [float(v) if np.isfinite(v) else None for v in high]}
 
 
 @dataclass
@@ -128,31 +154,32 @@ def plan_fit(kind: str, X: np.ndarray, y: np.ndarray, obs_id, event_id, ml, *, l
     folds = group_folds(obs_id, event_id, ml.n_folds, ml.seed)
     hold = group_validation(obs_id, event_id, ml.validation_fraction, ml.seed)
     rounds, esr = ml.max_rounds_for(kind), ml.early_stopping_rounds_for(kind)
+    clip = ml.model(kind).linear_leaf_clip
     tasks = []
     for k in range(ml.n_folds):
         test = folds == k
         if test.any() and not test.all():
-            tasks.append(_FitTask(k, params, X, y, w, ~test & ~hold, ~test & hold, test, rounds, esr, names))
-    tasks.append(_FitTask(-1, params, X, y, w, ~hold, hold, None, rounds, esr, names))
+            tasks.append(_FitTask(k, params, X, y, w, ~test & ~hold, ~test & hold, test, rounds, esr, names, clip))
+    tasks.append(_FitTask(-1, params, X, y, w, ~hold, hold, None, rounds, esr, names, clip))
     return FitPlan(kind, y, hold, tasks, ml, log10_intensity)
 
 
 def finish_fit(plan: FitPlan, results: dict) -> FitResult:
     """The model and cross-validation record from the results of a plan's tasks
-    (``{task.k: (booster, test predictions)}``)."""
+    (``{task.k: (booster, test predictions, leaf bounds)}``)."""
     kind, y, hold, ml = plan.kind, plan.y, plan.hold, plan.ml
     max_rounds = ml.max_rounds_for(kind)
     n = len(y)
     oof = np.full(n, np.nan)
     scores, iters = [], []
     for t in plan.tasks[:-1]:
-        b, pred = results[t.k]
+        b, pred, _ = results[t.k]
         if kind == "energy":   # as apply-models predicts (ModelSet.predict)
             pred = np.clip(pred, *_target_range(y[~t.test]))
         oof[t.test] = pred
         iters.append(int(b.best_iteration or max_rounds))
         scores.append(_scores(kind, pred, y[t.test]))
-    booster = results[-1][0]
+    booster, _, bounds = results[-1]
     info = {
         "n_train": int((~hold).sum()), "n_early_stopping": int(hold.sum()), "n_events": int(n),
         "best_iteration": int(booster.best_iteration or max_rounds),
@@ -161,6 +188,8 @@ def finish_fit(plan: FitPlan, results: dict) -> FitResult:
                **{f"{key}_std": float(np.std([s[key] for s in scores])) for key in scores[0]}},
         "cv_overall": _scores(kind, oof, y),
     }
+    if bounds is not None:
+        info["leaf_output_bounds"] = bounds
     if kind == "energy":
         info["log10_energy_range"] = _target_range(y)
         lx = plan.log10_intensity
@@ -263,23 +292,30 @@ class ModelSet:
         """log10(E / TeV) (energy) or gamma probability (particle), shape (n,), for rows
         of finite features: numba's walk of the flattened trees, constant or linear leaves
         (:mod:`dvp.kernels.forest`), equal to LightGBM's own prediction (bit for bit for
-        energy; 1 ulp for the sigmoid). A model the kernel cannot evaluate is a one-line
-        :class:`DvpError`.
+        energy; 1 ulp for the sigmoid) except where linear leaves are bounded. A model the
+        kernel cannot evaluate is a one-line :class:`DvpError`.
 
-        Energies are clipped to the range of log10 E the model was trained on
-        (``log10_energy_range`` in the metadata; model sets without it are not clipped):
-        linear leaves extrapolate, and on events unlike the training gammas (protons)
-        they reach far outside it (up to 10^60 TeV on toy MC)."""
+        Linear leaves are bounded to their training outputs (``leaf_output_bounds`` in
+        the metadata), and energies are clipped to the range of log10 E the model was
+        trained on (``log10_energy_range``); model sets without them are not. Unbounded,
+        linear leaves extrapolate on events unlike the training gammas (protons), up to
+        10^60 TeV on toy MC."""
         if not len(X):
             return np.empty(0)
         forests = self.__dict__.setdefault("_forests", {})
         if tel_type not in forests:
             from ..kernels.forest import flatten_lightgbm
+            info = self.meta["telescope_types"][tel_type]
             try:
-                forests[tel_type] = flatten_lightgbm(self.boosters[tel_type])
-            except ValueError as e:
-                where = self.path / self.meta["telescope_types"][tel_type]["file"] if self.path else tel_type
-                raise DvpError(f"{where}: cannot evaluate this LightGBM model ({e})") from None
+                forest = flatten_lightgbm(self.boosters[tel_type])
+                bounds = info.get("leaf_output_bounds")
+                if bounds:
+                    forest.set_leaf_bounds([-np.inf if v is None else v for v in bounds["low"]],
+                                           [np.inf if v is None else v for v in bounds["high"]])
+            except (ValueError, TypeError, KeyError) as e:
+                where = self.path / info["file"] if self.path else tel_type
+                raise DvpError(f"{where}: cannot evaluate this LightGBM model with its metadata ({e})") from None
+            forests[tel_type] = forest
         out = forests[tel_type].predict(X)
         limits = self.meta["telescope_types"][tel_type].get("log10_energy_range") if self.kind == "energy" else None
         return np.clip(out, *limits, out=out) if limits else out
