@@ -181,25 +181,28 @@ def test_bad_ml_config(override, message):
 
 def test_per_kind_lightgbm_parameters():
     """[ml.<kind>.lightgbm] replaces [ml.lightgbm] key by key for that kind only; the
-    energy model defaults to linear trees at learning rate 0.05 with 50 rounds of patience."""
+    energy model defaults to linear trees, the classifier to half the features per tree,
+    both at learning rate 0.05 with 50 rounds of patience."""
     ml = load_config().ml
     e, p = M.lightgbm_params("energy", ml), M.lightgbm_params("particle", ml)
     assert e["linear_tree"] is True and e["learning_rate"] == 0.05 and e["objective"] == "regression"
-    assert "linear_tree" not in p and p["learning_rate"] == 0.1 and p["objective"] == "binary"
-    assert {k: v for k, v in e.items() if k not in ("linear_tree", "learning_rate", "objective", "metric")} == \
-        {k: v for k, v in p.items() if k not in ("learning_rate", "objective", "metric")}
-    assert (ml.early_stopping_rounds_for("energy"), ml.early_stopping_rounds_for("particle")) == (50, 20)
+    assert e["feature_fraction"] == 0.9
+    assert "linear_tree" not in p and p["feature_fraction"] == 0.5 and p["objective"] == "binary"
+    drop = ("linear_tree", "feature_fraction", "objective", "metric")
+    assert {k: v for k, v in e.items() if k not in drop} == {k: v for k, v in p.items() if k not in drop}
+    assert (ml.early_stopping_rounds_for("energy"), ml.early_stopping_rounds_for("particle")) == (50, 50)
     assert ml.max_rounds_for("energy") == ml.max_rounds_for("particle") == 1000
     ml = load_config(None, ["ml.lightgbm.num_leaves=31", "ml.lightgbm.learning_rate=0.3",
                             "ml.energy.lightgbm.min_data_in_leaf=7", "ml.particle.lightgbm.linear_tree=true",
+                            "ml.energy.lightgbm.learning_rate=0.04",
                             "ml.particle.early_stopping_rounds=9", "ml.energy.max_rounds=77",
                             "ml.early_stopping_rounds=5"]).ml
     e, p = M.lightgbm_params("energy", ml), M.lightgbm_params("particle", ml)
     assert e["num_leaves"] == p["num_leaves"] == 31                     # [ml.lightgbm] reaches both kinds
-    assert e["learning_rate"] == 0.05 and p["learning_rate"] == 0.3     # ... unless the kind sets the key
+    assert e["learning_rate"] == 0.04 and p["learning_rate"] == 0.3     # ... unless the kind sets the key
     assert e["min_data_in_leaf"] == 7 and p["min_data_in_leaf"] == 50
     assert e["linear_tree"] is True and p["linear_tree"] is True
-    assert (ml.early_stopping_rounds_for("energy"), ml.early_stopping_rounds_for("particle")) == (50, 9)
+    assert (ml.early_stopping_rounds_for("energy"), ml.early_stopping_rounds_for("particle")) == (5, 9)
     assert (ml.max_rounds_for("energy"), ml.max_rounds_for("particle")) == (77, 1000)
     # the fits of a plan get the kind's parameters, rounds and patience
     rng = np.random.default_rng(0)
@@ -237,8 +240,9 @@ def test_ml_config_round_trip(tmp_path):
                 assert c.ml.max_rounds_for(kind) == cfg.ml.max_rounds_for(kind)
                 assert c.ml.model(kind).linear_leaf_clip == cfg.ml.model(kind).linear_leaf_clip
     d = load_config(None, overrides).to_dict()["ml"]
-    assert d["energy"]["lightgbm"] == {"linear_tree": True, "learning_rate": 0.05, "num_leaves": 15}
-    assert d["particle"]["lightgbm"] == {"learning_rate": 0.2} and d["particle"]["max_rounds"] == 300
+    assert d["energy"]["lightgbm"] == {"linear_tree": True, "num_leaves": 15}
+    assert d["particle"]["lightgbm"] == {"feature_fraction": 0.5, "learning_rate": 0.2}
+    assert d["particle"]["max_rounds"] == 300
     assert "early_stopping_rounds" not in d["particle"] and d["energy"]["early_stopping_rounds"] == 40
 
 
