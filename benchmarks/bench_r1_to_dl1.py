@@ -6,7 +6,8 @@ The real LSTCam telescope events (1855 pixels x 40 samples) of FILE (default
 gamma_prod6_tel_event_header_v4) are converted with ``dvp simtel-to-r1`` and replicated
 (new event ids) into an R1 product of N telescope events. Then:
 
-- dvp in memory: the ``r1_to_dl1`` stage on R1 row groups already in memory;
+- dvp in memory: the ``r1_to_dl1`` stage on R1 batches already in memory (the runner's
+  batches: consecutive row groups, ``dvp.runner.R1_BATCH_BYTES`` each);
 - dvp end to end: ``dvp.runner.r1_to_dl1`` from the R1 Parquet product to a DL1 Parquet
   product (read, decompress, extract, clean, parameterise, validate, write);
 - ctapipe: ``CameraCalibrator`` + ``ImageProcessor`` (default config) on the same events,
@@ -123,17 +124,17 @@ def time_dvp(product: Path, tel_type: str, workdir: Path) -> dict:
 
     from dvp.config import Config
     from dvp.instrument.subarray import SubarrayDescription
-    from dvp.io.fastlist import read_row_group
-    from dvp.io.parquet import UNCOMPRESSED_COLUMNS
-    from dvp.runner import r1_to_dl1
+    from dvp.runner import R1_BATCH_BYTES, _batches, _R1Reader, r1_to_dl1
     from dvp.stages.r1_to_dl1 import R1_INPUT_COLUMNS, prepare_camera
     from dvp.stages.r1_to_dl1 import r1_to_dl1 as stage
 
     setup = prepare_camera(SubarrayDescription.read(product), tel_type, Config().r1_to_dl1)
     pf_path = next((product / "r1").rglob("*.parquet"))
     pf = pq.ParquetFile(pf_path)
-    # up to ~2000 events held in memory (600 MB); steady state: best of 3 passes after a warm-up
-    batches = [read_row_group(pf, pf_path, i, list(R1_INPUT_COLUMNS), fast_columns=UNCOMPRESSED_COLUMNS) for i in range(min(pf.num_row_groups, 36))]
+    # the batches the runner gives the stage (R1_BATCH_BYTES, several row groups each), up to
+    # ~2000 events held in memory (600 MB); steady state: best of 3 passes after a warm-up
+    reader = _R1Reader(pf, pf_path, R1_INPUT_COLUMNS)
+    batches = [reader.read(a, b) for a, b in _batches(pf.metadata, 0, min(pf.num_row_groups, 36), R1_BATCH_BYTES)]
     for b in batches:
         stage(b, setup)
     n = sum(b.num_rows for b in batches)

@@ -512,65 +512,93 @@ def _all_false(rg_meta, column: str) -> bool:
 
 
 class _R1Reader:
-    """Row groups of one R1 file with the columns the R1 → DL1 stage needs.
+    """Batches of consecutive row groups of one R1 file with the columns the R1 → DL1 stage needs.
 
-    - per-pixel list columns through :mod:`dvp.io.fastlist` (10x pyarrow's nested decoding);
+    - per-pixel list columns through :mod:`dvp.io.fastlist` (10x pyarrow's nested decoding),
+      the row groups of a batch into one buffer;
     - the bool ``hv_disabled`` list (~10 us an event in pyarrow) not read at all when the
-      row group's statistics show no disabled pixel, the usual case;
-    - scalar columns read for blocks of ``block`` row groups at once: pyarrow's cost is
-      per column chunk, ~10 us an event for 56-event row groups. Memory stays bounded by
-      the block (a few hundred kB).
+      row groups' statistics show no disabled pixel, the usual case;
+    - scalar columns read for blocks of at least ``block`` row groups at once: pyarrow's
+      cost is per column chunk, ~10 us an event for 56-event row groups. Memory stays
+      bounded by the block (a few hundred kB).
     """
 
     def __init__(self, pf, path, columns, block: int = 32):
         self.pf, self.path, self.block = pf, path, block
-        schema = pf.schema_arrow
+        self.schema = schema = pf.schema_arrow
         self.columns = list(columns)
         self.lists = [c for c in self.columns if pa.types.is_fixed_size_list(schema.field(c).type)]
         self.scalars = [c for c in self.columns if c not in self.lists]
-        self._block_start, self._block_table, self._block_offsets = None, None, None
+        self._block = None  # (first row group, last + 1, table, row offsets)
+        from .io.fastlist import BufferPool
+        self._pool = BufferPool()  # list columns reuse their buffers once a batch is dropped
 
-    def _scalars(self, index: int) -> pa.Table:
-        start = index - index % self.block
-        if start != self._block_start:
-            groups = list(range(start, min(start + self.block, self.pf.num_row_groups)))
+    def _scalars(self, start: int, stop: int) -> pa.Table:
+        if self._block is None or not (self._block[0] <= start and stop <= self._block[1]):
+            end = min(max(start + self.block, stop), self.pf.num_row_groups)
             try:
-                self._block_table = self.pf.read_row_groups(groups, columns=self.scalars)
+                table = self.pf.read_row_groups(list(range(start, end)), columns=self.scalars)
             except (OSError, pa.ArrowException):
-                # a corrupt row group elsewhere in the block must not fail this one
-                start, groups = index, [index]
-                self._block_table = self.pf.read_row_groups(groups, columns=self.scalars)
-            sizes = [self.pf.metadata.row_group(g).num_rows for g in groups]
-            self._block_offsets = np.concatenate([[0], np.cumsum(sizes)])
-            self._block_start = start
-        k = index - start
-        lo, hi = int(self._block_offsets[k]), int(self._block_offsets[k + 1])
-        return self._block_table.slice(lo, hi - lo)
+                # a corrupt row group elsewhere in the block must not fail this batch
+                end = stop
+                table = self.pf.read_row_groups(list(range(start, end)), columns=self.scalars)
+            md = self.pf.metadata
+            offsets = np.cumsum([0] + [md.row_group(g).num_rows for g in range(start, end)])
+            self._block = (start, end, table.combine_chunks(), offsets)
+        first, _, table, offsets = self._block
+        lo, hi = int(offsets[start - first]), int(offsets[stop - first])
+        return table.slice(lo, hi - lo)
 
-    def read(self, index: int) -> pa.Table:
-        from .io.fastlist import read_row_group
+    def read(self, start: int, stop: int | None = None) -> pa.Table:
+        """Row groups ``[start, stop)`` (default: row group ``start``) as one table."""
+        from .io.fastlist import read_row_groups
 
+        stop = start + 1 if stop is None else stop
+        md = self.pf.metadata
         lists = list(self.lists)
-        skip_hv = S.HV_DISABLED in lists and _all_false(self.pf.metadata.row_group(index), S.HV_DISABLED)
+        skip_hv = S.HV_DISABLED in lists and all(_all_false(md.row_group(g), S.HV_DISABLED)
+                                                 for g in range(start, stop))
         if skip_hv:
             lists.remove(S.HV_DISABLED)
-        listed = read_row_group(self.pf, self.path, index, lists, fast_columns=UNCOMPRESSED_COLUMNS)
-        scalars = self._scalars(index)
+        listed = read_row_groups(self.pf, self.path, range(start, stop), lists, fast_columns=UNCOMPRESSED_COLUMNS,
+                                 pool=self._pool)
+        scalars = self._scalars(start, stop)
         if scalars.num_rows != listed.num_rows:
-            raise InputError(self.path, f"row group {index}: columns disagree on the number of rows")
+            raise InputError(self.path, f"row groups {start}-{stop - 1}: columns disagree on the number of rows")
         cols = {c: scalars.column(c) for c in self.scalars}
         cols.update({c: listed.column(c) for c in listed.column_names})
         if skip_hv:
-            width = self.pf.schema_arrow.field(S.HV_DISABLED).type.list_size
-            cols[S.HV_DISABLED] = pa.FixedSizeListArray.from_arrays(
-                pa.array(np.zeros(listed.num_rows * width, np.bool_)), width)
+            width = self.schema.field(S.HV_DISABLED).type.list_size
+            n = listed.num_rows * width
+            # all False: a zeroed bitmap, no numpy round trip
+            values = pa.Array.from_buffers(pa.bool_(), n, [None, pa.py_buffer(bytes((n + 7) // 8))])
+            cols[S.HV_DISABLED] = pa.FixedSizeListArray.from_arrays(values, width)
         return pa.table({c: cols[c] for c in self.columns})
+
+
+def _batches(md, start: int, stop: int, batch_bytes: int):
+    """``[start, stop)`` cut into runs of consecutive row groups of about ``batch_bytes``
+    (uncompressed), one row group at least: ``(first, last + 1)`` pairs."""
+    a, size = start, 0
+    for i in range(start, stop):
+        size += md.row_group(i).total_byte_size
+        if size >= batch_bytes:
+            yield a, i + 1
+            a, size = i + 1, 0
+    if a < stop:
+        yield a, stop
 
 
 #: R1 row groups per task of r1-to-dl1 (~3,600 LSTCam events, ~1 GB of waveforms): the unit
 #: of parallel work, retries and resumption. Fixed, so the output files do not depend on
 #: the number of workers or the executor.
 R1_TASK_ROW_GROUPS = 64
+#: R1 bytes (uncompressed) per batch of the r1-to-dl1 stage within a task: consecutive row
+#: groups are read into one batch of about this size. The stage's and the reader's fixed
+#: costs are per call (~1 ms per call of either), so 16 MiB row groups (56 LSTCam events)
+#: cost ~20 us an event more than batches of four of them; the batch bounds the memory of
+#: a worker (benchmarks/RESULTS.md, "R1 → DL1").
+R1_BATCH_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -627,13 +655,15 @@ def run_r1_to_dl1_task(task: R1ToDL1Task) -> dict:
         except (OSError, pa.ArrowException) as e:
             raise InputError(path, f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
         reader = _R1Reader(pf, path, R1_INPUT_COLUMNS)
-        for i in range(task.rg_start, task.rg_stop):
+        for a, b in _batches(pf.metadata, task.rg_start, task.rg_stop, R1_BATCH_BYTES):
             try:
-                batch = reader.read(i)
+                batch = reader.read(a, b)
             except (OSError, pa.ArrowException) as e:
-                raise InputError(path, f"corrupt row group {i} ({str(e).splitlines()[0]})") from None
+                raise InputError(path, f"corrupt row group {_first_bad(reader, a, b)} "
+                                       f"({str(e).splitlines()[0]})") from None
             writer.write(stage(batch, setup))
             n_in += batch.num_rows
+            del batch   # before the next batch is read: one batch in memory at a time
         parts = out.commit()
     except BaseException:
         out.abort()
@@ -642,6 +672,17 @@ def run_r1_to_dl1_task(task: R1ToDL1Task) -> dict:
               "row_groups": [task.rg_start, task.rg_stop], "rows_in": n_in, "parts": parts}
     _write_json_atomic(staging / "tasks" / f"{task.name}.json", record)
     return record
+
+
+def _first_bad(reader: _R1Reader, start: int, stop: int) -> str:
+    """The first row group of ``[start, stop)`` that does not read on its own (for the
+    error message of a failed batch)."""
+    for i in range(start, stop):
+        try:
+            reader.read(i)
+        except (OSError, pa.ArrowException, InputError):
+            return str(i)
+    return f"in {start}-{stop - 1}"
 
 
 def _inject_fault(task_name: str) -> None:

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dvp.io import fastlist as F
-from dvp.io.fastlist import read_fixed_size_list, read_row_group
+from dvp.io.fastlist import read_fixed_size_list, read_row_group, read_row_groups
 
 from .conftest import SIMTEL
 
@@ -129,7 +129,22 @@ def _check(path, fast_expected: dict[str, bool], columns=None):
             out = got.column(name)
             assert out.num_chunks == 1 and isinstance(out.chunk(0), pa.FixedSizeListArray)
             assert out.null_count == 0 and out.type == pf.schema_arrow.field(name).type
+    _check_batches(pf, path, fast_expected, columns)
     return pf
+
+
+def _check_batches(pf, path, fast_expected: dict[str, bool], columns=None):
+    """``read_row_groups`` (all row groups; the last and the first, in that order; with and
+    without a buffer pool) equals pyarrow's ``read_row_groups``, every column in one chunk."""
+    n = pf.metadata.num_row_groups
+    pool = F.BufferPool()
+    for idx in [list(range(n)), [n - 1, 0], [n - 1, 0]]:
+        ref = pf.read_row_groups(idx, columns=columns)
+        for p in (None, pool):
+            got = read_row_groups(pf, path, idx, columns, fast_columns=tuple(fast_expected), pool=p)
+            assert _tables_equal(got, ref), (idx, got.schema, ref.schema)
+            assert got.column_names == ref.column_names
+            assert all(c.num_chunks == 1 for c in got.columns)
 
 
 @pytest.fixture(params=["numba", "python"])
@@ -688,3 +703,82 @@ def test_dvp_r1_rewritten(r1_product, tmp_path, codec):
 
 def _has_null_values(col: pa.ChunkedArray) -> bool:
     return any(chunk.flatten().null_count for chunk in col.chunks)
+
+
+# --------------------------------------------------------------------------------------
+# Several row groups in one batch, buffer reuse
+# --------------------------------------------------------------------------------------
+
+def _fast_address(table: pa.Table, name: str) -> int:
+    return table.column(name).chunk(0).values.buffers()[1].address
+
+
+def test_read_row_groups_one_buffer(tmp_path):
+    """The fast columns of several row groups land in one contiguous array (zero-copy into
+    Arrow), 8-bit integers narrowed like a single row group's."""
+    n, size = 40, 50
+    gain = _fsl(_values(pa.int8(), n * size, seed=3), size, pa.int8())
+    path = _write(tmp_path / "f.parquet", _table(n, size, gain=gain), row_group_size=7,
+                  compression={"event_id": "zstd", "waveform": "none", "energy": "zstd", "gain": "none"})
+    pf = _check(path, {"waveform": True, "gain": True, "event_id": False})
+    got = read_row_groups(pf, path, [1, 2, 3], ["gain", "waveform"], fast_columns=("waveform", "gain"))
+    flat = got.column("waveform").chunk(0).flatten().to_numpy(zero_copy_only=True)
+    assert flat.size == 21 * size and flat.base is not None
+    with pytest.raises(ValueError):
+        read_row_groups(pf, path, [], ["waveform"])
+    with pytest.raises(IndexError):
+        read_row_groups(pf, path, [0, 99], ["waveform"])
+
+
+@pytest.mark.parametrize("name", ["zstd", "null-row", "variable-list"])
+def test_read_row_groups_fallback(tmp_path, name):
+    """A layout the fast path does not take: pyarrow's batch, each column combined into one chunk."""
+    path = _fallback_case(tmp_path, name)
+    t = pq.read_table(path)
+    _write(tmp_path / "g.parquet", t, row_group_size=9)
+    _check_batches(pq.ParquetFile(tmp_path / "g.parquet"), tmp_path / "g.parquet", {"waveform": False})
+
+
+def test_read_row_groups_mixed_layouts(tmp_path):
+    """One row group not in the simple layout (a null list) sends the whole column of the
+    batch to pyarrow: same values."""
+    n, size = 30, 20
+    base = _values(pa.float32(), n * size)
+    wf = pa.FixedSizeListArray.from_arrays(pa.array(base), size, mask=pa.array(np.arange(n) == 25))
+    path = _write(tmp_path / "f.parquet", _table(n, size, waveform=wf), row_group_size=10)
+    pf = pq.ParquetFile(path)
+    assert read_fixed_size_list(path, pf.metadata, 0, "waveform") is not None   # clean row group
+    assert read_fixed_size_list(path, pf.metadata, 2, "waveform") is None       # the null row
+    _check_batches(pf, path, {"waveform": False})
+
+
+def test_buffer_pool_reuses_only_free_buffers(tmp_path):
+    """A pool's buffer is refilled only after every table made from it is gone: a batch
+    still held keeps its values."""
+    n, size = 40, 50
+    gain = _fsl(_values(pa.int8(), n * size, seed=1), size, pa.int8())
+    path = _write(tmp_path / "f.parquet", _table(n, size, gain=gain), row_group_size=10,
+                  compression={"event_id": "zstd", "waveform": "none", "energy": "zstd", "gain": "none"})
+    pf = pq.ParquetFile(path)
+    cols = ["waveform", "gain"]
+    fast = ("waveform", "gain")
+    pool = F.BufferPool()
+
+    def ref(idx):
+        return pf.read_row_groups(idx, columns=cols)
+
+    a = read_row_groups(pf, path, [0, 1], cols, fast, pool=pool)
+    b = read_row_groups(pf, path, [2, 3], cols, fast, pool=pool)   # ``a`` alive: new buffers
+    assert _tables_equal(a, ref([0, 1])) and _tables_equal(b, ref([2, 3]))
+    assert _fast_address(a, "waveform") != _fast_address(b, "waveform")
+    addr = {c: _fast_address(b, c) for c in cols}
+    del a, b
+    c = read_row_groups(pf, path, [1, 2], cols, fast, pool=pool)   # nothing alive: reused
+    assert {k: _fast_address(c, k) for k in cols} == addr
+    assert _tables_equal(c, ref([1, 2]))
+    view = c.column("waveform").chunk(0).flatten().to_numpy(zero_copy_only=True)   # a numpy view
+    del c
+    d = read_row_groups(pf, path, [3], cols, fast, pool=pool)      # the view holds the buffer
+    assert _fast_address(d, "waveform") != addr["waveform"]
+    np.testing.assert_array_equal(view, ref([1, 2]).column("waveform").combine_chunks().flatten().to_numpy())
+    assert _tables_equal(d, ref([3]))

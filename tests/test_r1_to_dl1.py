@@ -228,8 +228,9 @@ def test_products_of_different_arrays_are_refused(r1_products, tmp_path):
 
 @pytest.mark.parametrize("name", ["n_hv_disabled", "lst_muons"])
 def test_r1_reader_equals_pyarrow(r1_products, tmp_path, name):
-    """Fast lists, skipped all-False hv_disabled and block-read scalars give pyarrow's table."""
-    from dvp.runner import _all_false, _R1Reader
+    """Fast lists, skipped all-False hv_disabled and block-read scalars give pyarrow's table,
+    for single row groups and for batches of several."""
+    from dvp.runner import _all_false, _batches, _R1Reader
     from dvp.stages.r1_to_dl1 import R1_INPUT_COLUMNS
 
     src = _r1_file(r1_products[name])
@@ -247,3 +248,62 @@ def test_r1_reader_equals_pyarrow(r1_products, tmp_path, name):
         skipped += _all_false(pf.metadata.row_group(i), S.HV_DISABLED)
     has_hv = any(any(x) for x in t.column(S.HV_DISABLED).to_pylist())
     assert (skipped == 0) == has_hv and pf.num_row_groups == -(-t.num_rows // 3)
+    rg_bytes = pf.metadata.row_group(0).total_byte_size
+    for batch_bytes in (1, 2 * rg_bytes, 5 * rg_bytes, 1 << 40):
+        reader = _R1Reader(pf, f, R1_INPUT_COLUMNS, block=2)
+        held = []
+        for a, b in _batches(pf.metadata, 1, pf.num_row_groups, batch_bytes):
+            ours = reader.read(a, b)
+            held.append(ours)   # batches still held keep their values (the reader's buffers are not reused)
+            ref = pf.read_row_groups(list(range(a, b)), columns=list(R1_INPUT_COLUMNS))
+            assert ours.replace_schema_metadata(None).equals(ref.replace_schema_metadata(None)), (a, b)
+            assert all(c.num_chunks == 1 for c in ours.columns)
+        for (a, b), ours in zip(_batches(pf.metadata, 1, pf.num_row_groups, batch_bytes), held):
+            ref = pf.read_row_groups(list(range(a, b)), columns=list(R1_INPUT_COLUMNS))
+            assert ours.replace_schema_metadata(None).equals(ref.replace_schema_metadata(None)), (a, b)
+
+
+def test_batches_cover_the_range():
+    """``_batches``: consecutive, covering, each at least ``batch_bytes`` but the last."""
+    from dvp.runner import _batches
+
+    class RG:
+        def __init__(self, n):
+            self.total_byte_size = n
+
+    class MD:
+        def __init__(self, sizes):
+            self.sizes = sizes
+
+        def row_group(self, i):
+            return RG(self.sizes[i])
+
+    md = MD([5, 1, 1, 7, 2, 2, 2, 9])
+    assert list(_batches(md, 0, 8, 4)) == [(0, 1), (1, 4), (4, 6), (6, 8)]
+    assert list(_batches(md, 2, 7, 100)) == [(2, 7)]
+    assert list(_batches(md, 0, 3, 1)) == [(0, 1), (1, 2), (2, 3)]
+    assert list(_batches(md, 3, 3, 1)) == []
+
+
+def test_corrupt_row_group_in_a_batch_is_named(r1_products, tmp_path, monkeypatch):
+    """A damaged row group inside a batch of several: the error names that row group."""
+    import dvp.runner as R
+    from dvp.io.parquet import parquet_options
+
+    bad = tmp_path / "bad"
+    shutil.copytree(r1_products["lst_muons"], bad)
+    f = _r1_file(bad)
+    t = pq.read_table(f)
+    pq.write_table(t, f, row_group_size=max(1, t.num_rows // 4), **parquet_options(t.schema))
+    md = pq.ParquetFile(f).metadata
+    k = md.num_row_groups - 1
+    cc = next(md.row_group(k).column(j) for j in range(md.num_columns)
+              if md.row_group(k).column(j).path_in_schema.startswith(S.POINTING_ALT))
+    data = bytearray(f.read_bytes())
+    start = cc.data_page_offset
+    data[start:start + cc.total_compressed_size] = b"\xff" * cc.total_compressed_size
+    f.write_bytes(bytes(data))
+    monkeypatch.setattr(R, "R1_BATCH_BYTES", 1 << 40)   # the whole file in one batch
+    with pytest.raises(DvpError) as e:
+        r1_to_dl1([bad], tmp_path / "out")
+    assert f"corrupt row group {k} " in str(e.value) and str(f) in str(e.value), str(e.value)
