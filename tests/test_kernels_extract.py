@@ -327,6 +327,60 @@ def test_neighbor_peak_matches_naive_on_square_pixels():
             assert (c[e, p], t[e, p]) == window_expect(wf[e, p], peaks[p] - 2, peaks[p] + 3, peaks[p])
 
 
+def adversarial_rows(rng, n_pix, n_s):
+    """Events whose neighbour sums have ties, all-negative rows, +-0, NaN, +-inf."""
+    events = []
+    w = np.round(rng.normal(0, 1.5, (n_pix, n_s))).astype(np.float32)  # many ties
+    events.append(w)
+    events.append((-np.abs(rng.normal(0, 1, (n_pix, n_s))) - 1).astype(np.float32))  # negative maxima
+    z = np.zeros((n_pix, n_s), np.float32)
+    z[rng.random((n_pix, n_s)) < 0.5] = -0.0  # all +-0: the first sample wins
+    neg = rng.random(n_pix) < 0.5
+    z[neg] -= np.float32(1.0) * (rng.random((neg.sum(), n_s)) < 0.7)  # maxima +-0 among negatives
+    events.append(z)
+    x = rng.normal(0, 1, (n_pix, n_s)).astype(np.float32)
+    special = rng.random((n_pix, n_s))
+    x[special < 0.01] = np.nan
+    x[(special >= 0.01) & (special < 0.02)] = np.inf
+    x[(special >= 0.02) & (special < 0.03)] = -np.inf
+    x[(special >= 0.03) & (special < 0.05)] = 0.0
+    events.append(x)
+    big = rng.normal(0, 1, (n_pix, n_s)).astype(np.float32)
+    big[:, ::3] = np.float32(3.4e38)  # sums overflow to inf (ties of inf)
+    events.append(big)
+    return np.stack(events)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered", "ignore:overflow encountered")
+@pytest.mark.parametrize("local_weight", [0, 1, 2])
+def test_neighbor_peaks_adversarial_vs_numpy_argmax(local_weight):
+    """Every path of `_neighbor_peaks` (3..6 neighbours, the weighted path for <3, >6 and
+    broken neighbours, the plain path for maxima <= 0 and NaN) == np.argmax of the float32
+    sums in ctapipe's order, jitted and as Python."""
+    rng = np.random.default_rng(5)
+    n_pix, n_s = 60, 40
+    counts = np.arange(n_pix) % 10  # 0..9 neighbours
+    nbs = [sorted(rng.choice(np.delete(np.arange(n_pix), p), c, replace=False).tolist())
+           for p, c in enumerate(counts)]
+    indptr = np.zeros(n_pix + 1, np.int32)
+    indptr[1:] = np.cumsum(counts)
+    indices = np.array([j for nb in nbs for j in nb], np.int32)
+    wf = adversarial_rows(rng, n_pix, n_s)
+    n_ev = len(wf)
+    broken = rng.random((n_ev, n_pix)) < 0.1
+    broken[0] = False  # one event without broken pixels: has_broken False
+    tptr, tind = ex._transpose_csr(indptr, indices, n_pix)
+    for fn in (ex._neighbor_peaks, ex._neighbor_peaks.py_func):
+        for e in range(n_ev):
+            near = np.empty(n_pix, bool)
+            has_broken = ex._mark_near_broken(broken, e, tptr, tind, near)
+            peaks = np.full(n_pix, -1, np.int64)
+            fn(wf[e], wf[(e + 1) % n_ev], True, indptr, indices, local_weight, broken, e, has_broken, near,
+               np.empty(n_s, np.float32), np.empty(6, np.int64), np.empty(6, np.float32), peaks)
+            expect = naive_neighbor_peaks(wf[e], indptr, indices, local_weight, broken[e])
+            np.testing.assert_array_equal(peaks, expect, err_msg=f"event {e} {fn}")
+
+
 def test_empty_batch():
     indptr, indices = HEX
     c, t = ex.neighbor_peak_window_sum(np.zeros((0, 7, 10), np.float32), np.zeros((0, 7), np.int8), indptr,
