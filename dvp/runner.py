@@ -631,6 +631,31 @@ def _task_setup(product: str, tel_type: str, config_json: str):
     return _SETUPS[key]
 
 
+#: R1 readers kept by a worker process for the next task of the same file (path, mtime,
+#: size): a big file's footer is tens of MB of small allocations (30 MB for 1786 row
+#: groups), and opening it again for every task left the C heap fragmented: a process's
+#: resident memory grew with every task (845 MiB instead of ~330 for 100,000 events).
+#: The reader's read buffers are kept too.
+_READERS: dict = {}
+_MAX_READERS = 2
+
+
+def _task_reader(path: Path) -> "_R1Reader":
+    from .stages.r1_to_dl1 import R1_INPUT_COLUMNS
+    try:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+        reader = _READERS.get(key)
+        if reader is None:
+            reader = _R1Reader(pq.ParquetFile(path), path, R1_INPUT_COLUMNS)
+            while len(_READERS) >= _MAX_READERS:
+                _READERS.pop(next(iter(_READERS)))
+            _READERS[key] = reader
+    except (OSError, pa.ArrowException) as e:
+        raise InputError(path, f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
+    return reader
+
+
 def run_r1_to_dl1_task(task: R1ToDL1Task) -> dict:
     """Process one task into ``<staging>/dl1/tel_type=<type>/<name>.parquet``.
 
@@ -650,11 +675,8 @@ def run_r1_to_dl1_task(task: R1ToDL1Task) -> dict:
                        min_row_group_bytes=CARRY_ROW_GROUP_BYTES)
     writer = out.open(task.tel_type)   # a task over no row group still leaves its (empty) part
     try:
-        try:
-            pf = pq.ParquetFile(path)
-        except (OSError, pa.ArrowException) as e:
-            raise InputError(path, f"corrupt or unreadable Parquet file ({str(e).splitlines()[0]})") from None
-        reader = _R1Reader(pf, path, R1_INPUT_COLUMNS)
+        reader = _task_reader(path)
+        pf = reader.pf
         for a, b in _batches(pf.metadata, task.rg_start, task.rg_stop, R1_BATCH_BYTES):
             try:
                 batch = reader.read(a, b)
@@ -827,9 +849,12 @@ def r1_to_dl1(inputs, output, config=None, *, overwrite=False, write_images=None
             planned.append(R1ToDL1Task(str(products[0].resolve()), tel_type, str(f.resolve()),
                                        f"part-{k:06d}-{j:03d}-{a:06d}", a, b, str(staging), config_json, prov_json))
             n_rows += sum(pf.metadata.row_group(i).num_rows for i in range(a, b))
+    # the inputs' footers (tens of MB for big files) are not needed while the tasks run
+    work = pf = None
     recs = _run_resumable("r1-to-dl1", run_r1_to_dl1_task, planned, staging, summary, workers=workers,
                           scheduler=scheduler, skip_failed=skip_failed, progress=progress, total=n_rows,
                           describe=lambda t: f"{t.file} row groups {t.rg_start}-{t.rg_stop - 1}")
+    _READERS.clear()   # tasks run in this process (workers=1) kept theirs
     subarray.write(staging, lambda t, p, n: write_table(t, p, n, prov))
     for sub in ("simulation", "trigger"):   # what an interrupted run carried is carried again
         shutil.rmtree(staging / sub, ignore_errors=True)

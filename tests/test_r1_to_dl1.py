@@ -307,3 +307,32 @@ def test_corrupt_row_group_in_a_batch_is_named(r1_products, tmp_path, monkeypatc
     with pytest.raises(DvpError) as e:
         r1_to_dl1([bad], tmp_path / "out")
     assert f"corrupt row group {k} " in str(e.value) and str(f) in str(e.value), str(e.value)
+
+
+def test_tasks_of_one_file_share_its_reader(r1_products, tmp_path, monkeypatch):
+    """Tasks of the same R1 file reuse one reader (footer and read buffers: opening a big
+    file's footer per task fragmented the heap, RSS grew with every task); a rewritten file
+    gets a new one, the run leaves none behind, and the output equals one task's."""
+    import os
+
+    import dvp.runner as R
+    src = r1_products["lst_muons"]
+    split = tmp_path / "split"
+    shutil.copytree(src, split)
+    f = _r1_file(split)
+    t = pq.read_table(f)
+    with pq.ParquetWriter(f, t.schema) as w:
+        w.write_table(t, row_group_size=3)   # 10 row groups
+    opened = []
+    real = R._R1Reader
+    monkeypatch.setattr(R, "_R1Reader", lambda pf, path, cols: opened.append(path) or real(pf, path, cols))
+    r1_to_dl1([split], tmp_path / "many", task_row_groups=2)   # 5 tasks over one file
+    assert len(opened) == 1 and R._READERS == {}
+    r1_to_dl1([src], tmp_path / "one")
+    assert _dl1(tmp_path / "many").equals(_dl1(tmp_path / "one"))
+    first = R._task_reader(f)
+    assert R._task_reader(f) is first
+    st = f.stat()
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))   # the file changed: not the same reader
+    assert R._task_reader(f) is not first
+    R._READERS.clear()
