@@ -292,7 +292,8 @@ def test_linear_kernels_jit_match_python():
         for k, fn in enumerate((_tree_leaf_bounds, _tree_leaf_bounds.py_func)):
             # f: no Zero split, so plain rows may take the branch-free walks (8 in lockstep or one)
             fn(X, plain, t, f.feature, f.threshold, f.child, f.missing, f.default_left, f.node_offset, f.depth,
-               f.n_internal, f.leaf_value, f.leaf_offset, *linear[:4], 0.2, bounds[k][0], bounds[k][1])
+               f.n_internal, f.leaf_value, f.leaf_offset, *linear[:4], np.full(5, -np.inf), np.full(5, np.inf), 0.2,
+               bounds[k][0], bounds[k][1])
     np.testing.assert_array_equal(bounds[0], bounds[1])
     assert np.isfinite(bounds[0]).sum() >= 8   # rows reach at least four of the five leaves
     a, b = np.empty(43, bool), np.empty(43, bool)

@@ -73,15 +73,20 @@ def test_cli_writes_standalone_product_that_opens_without_dvp(r1_products, tmp_p
     assert res.stdout.strip().endswith("False")
 
 
+def _split_copy(src, dst, row_group_size):
+    """A copy of the R1 product ``src`` whose R1 file has row groups of ``row_group_size`` events."""
+    shutil.copytree(src, dst)
+    f = _r1_file(dst)
+    t = pq.read_table(f)
+    with pq.ParquetWriter(f, t.schema) as w:
+        w.write_table(t, row_group_size=row_group_size)
+    return dst
+
+
 def test_results_do_not_depend_on_batching(r1_products, tmp_path):
     """Same events in one row group or in row groups of 1: identical parameters (timing included)."""
     src = r1_products["lst_muons"]
-    split = tmp_path / "split"
-    shutil.copytree(src, split)
-    f = _r1_file(split)
-    t = pq.read_table(f)
-    with pq.ParquetWriter(f, t.schema) as w:
-        w.write_table(t, row_group_size=1)
+    split = _split_copy(src, tmp_path / "split", 1)
     a, b = tmp_path / "a", tmp_path / "b"
     r1_to_dl1([src], a)
     r1_to_dl1([split], b)
@@ -317,12 +322,8 @@ def test_tasks_of_one_file_share_its_reader(r1_products, tmp_path, monkeypatch):
 
     import dvp.runner as R
     src = r1_products["lst_muons"]
-    split = tmp_path / "split"
-    shutil.copytree(src, split)
+    split = _split_copy(src, tmp_path / "split", 3)   # 10 row groups
     f = _r1_file(split)
-    t = pq.read_table(f)
-    with pq.ParquetWriter(f, t.schema) as w:
-        w.write_table(t, row_group_size=3)   # 10 row groups
     opened = []
     real = R._R1Reader
     monkeypatch.setattr(R, "_R1Reader", lambda pf, path, cols: opened.append(path) or real(pf, path, cols))

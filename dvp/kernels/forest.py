@@ -196,11 +196,13 @@ def _raw_score_missing(X, feature, threshold, child, missing, default_left, node
 
 @njit(cache=True)
 def _tree_leaf_bounds(X, plain, t, feature, threshold, child, missing, default_left, node_offset, depth, n_internal,
-                      leaf_value, leaf_offset, leaf_const, coef_ptr, coef_feature, coef_value, quantile, low, high):
+                      leaf_value, leaf_offset, leaf_const, coef_ptr, coef_feature, coef_value, no_low, no_high,
+                      quantile, low, high):
     """Per leaf of tree ``t``: the ``floor(quantile (k - 1))``-th smallest and largest of the
     (unbounded) outputs it gives the ``k`` rows of ``X`` that reach it, into ``low`` and
     ``high`` (forest-wide leaf numbers; leaves no row reaches are left as they are).
-    Rows with ``plain[r]`` (:func:`_plain_rows`) take the branch-free walk."""
+    Rows with ``plain[r]`` (:func:`_plain_rows`) take the branch-free walk; outputs are
+    measured with the bounds ``no_low``, ``no_high`` (n_leaves,): -inf and +inf."""
     n = X.shape[0]
     n_int = n_internal[t]
     first = leaf_offset[t]
@@ -223,15 +225,8 @@ def _tree_leaf_bounds(X, plain, t, feature, threshold, child, missing, default_l
             r += 1
     for r in range(n):
         i = leaf[r]
-        v = leaf_const[first + i]   # as _leaf_output_missing, unbounded
-        nan = False
-        for p in range(coef_ptr[first + i], coef_ptr[first + i + 1]):
-            x = X[r, coef_feature[p]]
-            if x != x:
-                nan = True
-                break
-            v += coef_value[p] * (0.0 if abs(x) <= ZERO_THRESHOLD else x)
-        value[r] = leaf_value[first + i] if nan else v
+        value[r] = _leaf_output_missing(X, r, first + i, leaf_value, leaf_const, coef_ptr, coef_feature, coef_value,
+                                        no_low, no_high)
         count[i + 1] += 1
     # counting sort by leaf, then each leaf's outputs sorted
     for i in range(n_leaf):
@@ -434,11 +429,12 @@ class Forest:
         _plain_rows(X, plain)
         if self.zero_splits:
             plain[:] = False
+        no_low, no_high = np.full(self.n_leaves, -np.inf), np.full(self.n_leaves, np.inf)
         for t in range(self.n_trees):
             _tree_leaf_bounds(X, plain, t, self.feature, self.threshold, self.child, self.missing, self.default_left,
                               self.node_offset, self.depth, self.n_internal, self.leaf_value, self.leaf_offset,
-                              self.leaf_const, self.coef_ptr, self.coef_feature, self.coef_value, float(quantile), low,
-                              high)
+                              self.leaf_const, self.coef_ptr, self.coef_feature, self.coef_value, no_low, no_high,
+                              float(quantile), low, high)
         return low, high
 
     def _rows(self, X) -> np.ndarray:
