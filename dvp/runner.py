@@ -663,7 +663,6 @@ def run_r1_to_dl1_task(task: R1ToDL1Task) -> dict:
     task record (rows, size, sha256) is written the same way: a record exists only for a
     complete, checksummed part, which is what a resumed run trusts.
     """
-    from .stages.r1_to_dl1 import R1_INPUT_COLUMNS
     from .stages.r1_to_dl1 import r1_to_dl1 as stage
 
     _inject_fault(task.name)

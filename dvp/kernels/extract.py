@@ -231,6 +231,16 @@ def _argmax_row(w, p, n):
     return idx
 
 
+@njit(inline="always")
+def _accumulate(w, p, i, sm, num, den):
+    """One sample of ctapipe's ``extract_around_peak``: the float64 sum, and the
+    positive-weighted time sums of the peak time."""
+    v = np.float64(w[p, i])
+    # branch-free: the sign of noise samples is unpredictable
+    pos = v if v > 0.0 else 0.0
+    return sm + v, num + pos * i, den + pos
+
+
 @njit(cache=True)
 def _window(w, p, start, end, peak, rate):
     """ctapipe's ``extract_around_peak`` on ``w[p, start:end]`` (already clipped).
@@ -241,12 +251,7 @@ def _window(w, p, start, end, peak, rate):
     num = 0.0
     den = 0.0
     for i in range(start, end):
-        v = np.float64(w[p, i])
-        s += v
-        # branch-free: the sign of noise samples is unpredictable
-        pos = v if v > 0.0 else 0.0
-        num += pos * i
-        den += pos
+        s, num, den = _accumulate(w, p, i, s, num, den)
     if den > 0.0:
         t = np.float32(num / den)
     else:
@@ -653,19 +658,10 @@ def _windows_at_peaks(w, peaks, width, shift, rate, sgc, correction, ev, charge,
             # the default width, unclipped: a constant trip count the compiler unrolls
             # (same additions in the same order)
             for k in range(7):
-                i = start + k
-                v = np.float64(w[p, i])
-                sm += v
-                pos = v if v > 0.0 else 0.0
-                num += pos * i
-                den += pos
+                sm, num, den = _accumulate(w, p, start + k, sm, num, den)
         else:
             for i in range(start, end):
-                v = np.float64(w[p, i])
-                sm += v
-                pos = v if v > 0.0 else 0.0
-                num += pos * i
-                den += pos
+                sm, num, den = _accumulate(w, p, i, sm, num, den)
         if den > 0.0:
             t = np.float32(num / den)
         else:

@@ -309,9 +309,8 @@ class ModelSet:
             try:
                 forest = flatten_lightgbm(self.boosters[tel_type])
                 bounds = info.get("leaf_output_bounds")
-                if bounds:
-                    forest.set_leaf_bounds([-np.inf if v is None else v for v in bounds["low"]],
-                                           [np.inf if v is None else v for v in bounds["high"]])
+                if bounds:   # null (no bound) reads as NaN: unbounded on that side
+                    forest.set_leaf_bounds(bounds["low"], bounds["high"])
             except (ValueError, TypeError, KeyError) as e:
                 where = self.path / info["file"] if self.path else tel_type
                 raise DvpError(f"{where}: cannot evaluate this LightGBM model with its metadata ({e})") from None
