@@ -449,8 +449,6 @@ LIGHTGBM_DEFAULTS = {"learning_rate": 0.05, "num_leaves": 63, "max_depth": 8, "m
 #: averaged over three data splits (0.1-0.3 TeV: 0.9985 vs 0.9975 with 90 % of the
 #: features at learning rate 0.1), for 1.7x the training time.
 KIND_LIGHTGBM_DEFAULTS = {"energy": {"linear_tree": True}, "particle": {"feature_fraction": 0.5}}
-#: per kind, ``[ml.<kind>] early_stopping_rounds`` (None: ``ml.early_stopping_rounds``)
-KIND_EARLY_STOPPING_DEFAULTS = {"energy": None, "particle": None}
 #: ``[ml.<kind>] linear_leaf_clip``: each linear leaf's output is bounded to the range of
 #: outputs it gives its training rows, less this fraction at each end (``false``: not
 #: bounded, LightGBM's predictions). A leaf's plane otherwise extrapolates without limit
@@ -494,8 +492,7 @@ def _default_model(kind):
     names = tuple(n for n, _ in DEFAULT_DERIVED)
     return ModelConfig(kind, ENERGY_FEATURES if kind == "energy" else PARTICLE_FEATURES,
                        COMBINE_WEIGHTS[kind][0], QualityQuery(ML_QUALITY, "defaults", "ml", names),
-                       MappingProxyType(dict(KIND_LIGHTGBM_DEFAULTS[kind])),
-                       early_stopping_rounds=KIND_EARLY_STOPPING_DEFAULTS[kind])
+                       MappingProxyType(dict(KIND_LIGHTGBM_DEFAULTS[kind])))
 
 
 @dataclass(frozen=True)
