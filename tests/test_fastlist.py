@@ -135,7 +135,8 @@ def _check(path, fast_expected: dict[str, bool], columns=None):
 
 def _check_batches(pf, path, fast_expected: dict[str, bool], columns=None):
     """``read_row_groups`` (all row groups; the last and the first, in that order; with and
-    without a buffer pool) equals pyarrow's ``read_row_groups``, every column in one chunk."""
+    without a buffer pool) equals pyarrow's ``read_row_groups``, every column in one chunk;
+    and :func:`stream_fixed_size_list` feeds the same values where it can."""
     n = pf.metadata.num_row_groups
     pool = F.BufferPool()
     for idx in [list(range(n)), [n - 1, 0], [n - 1, 0]]:
@@ -145,6 +146,41 @@ def _check_batches(pf, path, fast_expected: dict[str, bool], columns=None):
             assert _tables_equal(got, ref), (idx, got.schema, ref.schema)
             assert got.column_names == ref.column_names
             assert all(c.num_chunks == 1 for c in got.columns)
+        for name, fast in fast_expected.items():
+            _check_stream(pf, path, idx, name, fast)
+
+
+def _check_stream(pf, path, idx, name: str, fast: bool):
+    """``stream_fixed_size_list`` in blocks of 1, 3 and more rows than there are: every
+    row once, in order, blocks of the asked size, pyarrow's values bit for bit; or False
+    where the fast path steps aside for a row group (and where values are stored widened:
+    8/16-bit integers)."""
+    field = pf.schema_arrow.field(name) if name in pf.schema_arrow.names else None
+    widened = field is not None and pa.types.is_fixed_size_list(field.type) and \
+        pa.types.is_integer(field.type.value_type) and field.type.value_type.bit_width < 32
+    # streamed exactly where every row group reads by the fast path (and is not stored widened)
+    expect_fed = not widened and all(read_fixed_size_list(path, pf.metadata, i, name) is not None for i in idx)
+    assert expect_fed or not fast or widened
+    buf = None
+    for block_rows in (1, 3, 10**6):
+        blocks = []
+
+        def consume(first, block):
+            blocks.append((first, block.copy()))
+
+        fed, buf = F.stream_fixed_size_list(path, pf.metadata, idx, name, block_rows, consume, buf)
+        assert fed == expect_fed, (name, block_rows)
+        if not fed:
+            continue
+        col = pf.read_row_groups(idx, columns=[name]).column(0).combine_chunks()
+        want = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size)
+        firsts = [f for f, _ in blocks]
+        sizes = [len(b) for _, b in blocks]
+        assert firsts == [sum(sizes[:k]) for k in range(len(sizes))] and sum(sizes) == len(want)
+        assert all(k == block_rows for k in sizes[:-1]) and all(0 < k <= block_rows for k in sizes)
+        got = np.concatenate([b for _, b in blocks]) if blocks else want[:0]
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got.view(f"u{got.itemsize}"), want.view(f"u{want.itemsize}"))
 
 
 @pytest.fixture(params=["numba", "python"])
@@ -782,3 +818,38 @@ def test_buffer_pool_reuses_only_free_buffers(tmp_path):
     assert _fast_address(d, "waveform") != addr["waveform"]
     np.testing.assert_array_equal(view, ref([1, 2]).column("waveform").combine_chunks().flatten().to_numpy())
     assert _tables_equal(d, ref([3]))
+
+
+# --------------------------------------------------------------------------------------
+# Streaming in blocks
+# --------------------------------------------------------------------------------------
+
+def test_stream_reuses_one_buffer_and_propagates_consumer_errors(tmp_path):
+    """Blocks are views of one buffer (reused across calls when passed back); the consumer's
+    own exceptions come out unchanged, even those the reader would treat as damage; a row
+    group out of range is an IndexError before anything is fed."""
+    path = _write(tmp_path / "f.parquet", _table(20, 30), row_group_size=6, data_page_size=100)
+    pf = pq.ParquetFile(path)
+    bases = set()
+
+    def keep_base(first, block):
+        bases.add(block.base.ctypes.data if block.base is not None else block.ctypes.data)
+
+    fed, buf = F.stream_fixed_size_list(path, pf.metadata, range(4), "waveform", 4, keep_base)
+    assert fed and buf is not None and buf.size == 4 * 30 and len(bases) == 1
+    fed, buf2 = F.stream_fixed_size_list(path, pf.metadata, range(4), "waveform", 4, keep_base, buf)
+    assert fed and buf2 is buf and len(bases) == 1
+
+    class Stop(ValueError):
+        pass
+
+    def fail(first, block):
+        if first >= 8:
+            raise Stop("consumer")
+
+    with pytest.raises(Stop, match="consumer"):
+        F.stream_fixed_size_list(path, pf.metadata, range(4), "waveform", 4, fail)
+    seen = []
+    with pytest.raises(IndexError):
+        F.stream_fixed_size_list(path, pf.metadata, [0, 9], "waveform", 4, lambda f, b: seen.append(f))
+    assert seen == []

@@ -213,6 +213,49 @@ def test_per_telescope_correction_paths_agree_bit_for_bit(r1_products, monkeypat
     np.testing.assert_array_equal(fast[1], slow[1])
 
 
+def _blocks(table, block_rows):
+    """The table's waveforms as a WaveformStream of ``block_rows``-row blocks from one reused buffer."""
+    from dvp.stages.r1_to_dl1 import WaveformStream
+    size = table.schema.field(S.WAVEFORM).type.list_size
+    values = table.column(S.WAVEFORM).combine_chunks().flatten().to_numpy().reshape(-1, size)
+    buf = np.empty((block_rows, size), np.float32)
+
+    def feed(consume):
+        for a in range(0, len(values), block_rows):
+            k = len(values[a:a + block_rows])
+            buf[:k] = values[a:a + block_rows]
+            consume(a, buf[:k])
+            buf[:] = np.nan   # the buffer is reused: nothing may keep a view of it
+    return WaveformStream(size, feed)
+
+
+@pytest.mark.parametrize("per_event_correction", [True, False])
+def test_streamed_waveforms_give_the_same_dl1(r1_products, monkeypatch, per_event_correction):
+    """Waveforms handed over in blocks (as the runner streams them from the file) give the
+    batch's DL1 bit for bit, on a batch mixing readout variants, by either correction path;
+    a stream that skips or misses rows is an error."""
+    import dvp.stages.r1_to_dl1 as stage_mod
+    from dvp.stages.r1_to_dl1 import WaveformStream
+
+    monkeypatch.setattr(stage_mod, "_per_event_correction_possible",
+                        stage_mod._per_event_correction_possible if per_event_correction else lambda s: False)
+    product = r1_products[PROD6]
+    f = _r1_file(product, "LST")
+    r1 = pq.read_table(f)
+    setup = prepare_camera(SubarrayDescription.read(product), f.parent.name.split("=", 1)[1], load_config().r1_to_dl1)
+    assert len({setup.readout_of_tel[t] for t in r1.column("tel_id").to_pylist()}) == 2
+    ref = stage(r1, setup, write_images=True)
+    meta = r1.drop_columns([S.WAVEFORM])
+    for block_rows in (1, 2, 5, r1.num_rows + 3):
+        got = stage(meta, setup, write_images=True, waveforms=_blocks(r1, block_rows))
+        assert got.equals(ref), block_rows
+    full = _blocks(r1, 2)
+    with pytest.raises(ValueError, match="rows of waveforms"):
+        stage(meta, setup, waveforms=WaveformStream(full.list_size, lambda c: full.feed(lambda a, b: a + len(b) < r1.num_rows and c(a, b))))
+    with pytest.raises(ValueError, match="does not follow"):
+        stage(meta, setup, waveforms=WaveformStream(full.list_size, lambda c: full.feed(lambda a, b: c(a + 2, b))))
+
+
 def test_several_products_from_a_list_file(r1_products, tmp_path):
     a = tmp_path / "a"
     shutil.copytree(r1_products["lst_muons"], a)
@@ -263,9 +306,41 @@ def test_r1_reader_equals_pyarrow(r1_products, tmp_path, name):
             ref = pf.read_row_groups(list(range(a, b)), columns=list(R1_INPUT_COLUMNS))
             assert ours.replace_schema_metadata(None).equals(ref.replace_schema_metadata(None)), (a, b)
             assert all(c.num_chunks == 1 for c in ours.columns)
+            _check_streamed(reader, a, b, ref)
         for (a, b), ours in zip(_batches(pf.metadata, 1, pf.num_row_groups, batch_bytes), held):
             ref = pf.read_row_groups(list(range(a, b)), columns=list(R1_INPUT_COLUMNS))
             assert ours.replace_schema_metadata(None).equals(ref.replace_schema_metadata(None)), (a, b)
+    # waveforms compressed (not the fast layout): streamed through pyarrow, same values
+    g = tmp_path / "zstd.parquet"
+    pq.write_table(t, g, row_group_size=3, compression="zstd")
+    pg = pq.ParquetFile(g)
+    reader = _R1Reader(pg, g, R1_INPUT_COLUMNS, block=2)
+    for a, b in _batches(pg.metadata, 0, pg.num_row_groups, 2 * rg_bytes):
+        _check_streamed(reader, a, b, pg.read_row_groups(list(range(a, b)), columns=list(R1_INPUT_COLUMNS)))
+
+
+def _check_streamed(reader, a, b, ref):
+    """``read_streamed``: pyarrow's table without the waveforms, and a stream of them in
+    blocks that covers every row once, in order, with pyarrow's values."""
+    import dvp.runner as R
+    table, stream = reader.read_streamed(a, b)
+    want = ref.drop_columns([S.WAVEFORM])
+    assert table.replace_schema_metadata(None).equals(want.replace_schema_metadata(None)), (a, b)
+    wf = ref.column(S.WAVEFORM).combine_chunks()
+    values = wf.flatten().to_numpy().reshape(len(wf), -1)
+    assert stream.list_size == values.shape[1]
+    for block_bytes in (1, 2 * values[0].nbytes, 1 << 40):
+        got = []
+        orig = R.R1_BLOCK_BYTES
+        R.R1_BLOCK_BYTES = block_bytes
+        try:
+            table, stream = reader.read_streamed(a, b)
+        finally:
+            R.R1_BLOCK_BYTES = orig
+        stream.feed(lambda first, block: got.append((first, block.copy())))
+        assert [f for f, _ in got] == [sum(len(x) for _, x in got[:k]) for k in range(len(got))]
+        assert max(len(x) for _, x in got) == min(len(values), max(1, block_bytes // values[0].nbytes))
+        np.testing.assert_array_equal(np.concatenate([x for _, x in got]).view(np.uint32), values.view(np.uint32))
 
 
 def test_batches_cover_the_range():
@@ -290,8 +365,10 @@ def test_batches_cover_the_range():
     assert list(_batches(md, 3, 3, 1)) == []
 
 
-def test_corrupt_row_group_in_a_batch_is_named(r1_products, tmp_path, monkeypatch):
-    """A damaged row group inside a batch of several: the error names that row group."""
+@pytest.mark.parametrize("column", [S.POINTING_ALT, S.WAVEFORM])
+def test_corrupt_row_group_in_a_batch_is_named(r1_products, tmp_path, monkeypatch, column):
+    """A damaged row group inside a batch of several: the error names that row group (also
+    when it is in the waveforms, read as a stream after the rows before it were processed)."""
     import dvp.runner as R
     from dvp.io.parquet import parquet_options
 
@@ -303,7 +380,7 @@ def test_corrupt_row_group_in_a_batch_is_named(r1_products, tmp_path, monkeypatc
     md = pq.ParquetFile(f).metadata
     k = md.num_row_groups - 1
     cc = next(md.row_group(k).column(j) for j in range(md.num_columns)
-              if md.row_group(k).column(j).path_in_schema.startswith(S.POINTING_ALT))
+              if md.row_group(k).column(j).path_in_schema.startswith(column))
     data = bytearray(f.read_bytes())
     start = cc.data_page_offset
     data[start:start + cc.total_compressed_size] = b"\xff" * cc.total_compressed_size

@@ -49,7 +49,9 @@ def parquet_options(schema: pa.Schema) -> dict:
     codecs = {leaf: "none" if name in UNCOMPRESSED_COLUMNS else COMPRESSION for name, leaf in leaves.items()}
     # min/max statistics of every waveform page cost write time and no reader uses them
     stats = [leaf for name, leaf in leaves.items() if name not in UNCOMPRESSED_COLUMNS]
-    return dict(compression=codecs, use_dictionary=False, write_statistics=stats)
+    # one data page per column chunk (pages of 1 MiB cut an LSTCam row group into 14, and
+    # the fast reader's cost is per page: header, level check, read call)
+    return dict(compression=codecs, use_dictionary=False, write_statistics=stats, data_page_size=ROW_GROUP_BYTES)
 
 
 def _leaf_path(f: pa.Field) -> str:

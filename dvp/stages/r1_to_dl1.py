@@ -11,6 +11,7 @@ batch (``r1.telescope_events`` columns) and that setup.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -147,51 +148,112 @@ def _extract(wf, gain, broken, setup: CameraSetup, readout, **override):
                    **params)
 
 
-def calibrate(table: pa.Table, setup: CameraSetup) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class WaveformStream:
+    """The waveforms of an R1 batch handed over block by block instead of as a column.
+
+    ``feed(consume)`` calls ``consume(first_row, block)`` for consecutive blocks, each
+    ``(rows, list_size)`` float32 (``list_size`` = n_pixels * n_samples), that cover
+    every row of the batch in order; a block's buffer may be reused once ``consume``
+    returns. The runner streams the waveforms from the R1 file this way, so that each
+    block is extracted while it is still in the CPU caches.
+    """
+
+    list_size: int
+    feed: Callable[[Callable[[int, np.ndarray], None]], None]
+
+
+def table_waveforms(table: pa.Table) -> WaveformStream:
+    """The batch's own waveform column as a :class:`WaveformStream` of one block."""
+    list_size = table.schema.field(S.WAVEFORM).type.list_size
+
+    def feed(consume):
+        if table.num_rows:
+            consume(0, _fixed(table, S.WAVEFORM, np.float32, list_size))
+
+    return WaveformStream(list_size, feed)
+
+
+def calibrate(table: pa.Table, setup: CameraSetup,
+              waveforms: WaveformStream | None = None) -> tuple[np.ndarray, np.ndarray]:
     """R1 waveforms → (image p.e., peak time ns), each ``(n_events, n_pixels)`` float32.
 
     Follows ``CameraCalibrator._calibrate_dl1``: extraction (sum-only cameras take the
     single sample and a zero peak time), subtraction of the per-pixel time shift, then
-    the invalid-pixel handler on HV-disabled pixels.
+    the invalid-pixel handler on HV-disabled pixels. The waveforms come from
+    ``waveforms`` if given (the table then needs no waveform column), else from the
+    table; the result is the same.
     """
     cfg = setup.config
     n, npix = table.num_rows, setup.n_pixels
-    n_samples = table.schema.field(S.WAVEFORM).type.list_size // npix if n else 0
-    wf = _fixed(table, S.WAVEFORM, np.float32, npix * max(n_samples, 1)).reshape(n, npix, max(n_samples, 1))
+    if waveforms is None:
+        waveforms = table_waveforms(table)
+    n_samples = max(waveforms.list_size // npix, 1) if n else 1
     gain = _fixed(table, S.SELECTED_GAIN, np.int8, npix)
     broken = _fixed(table, S.HV_DISABLED, np.bool_, npix)
-    if n_samples == 1:
-        image = np.ascontiguousarray(wf[:, :, 0])
-        peak_time = np.zeros((n, npix), np.float32)
-    else:
-        tel_ids = table.column(S.TEL_ID).to_numpy()
-        try:
-            variant = np.array([setup.readout_of_tel[int(t)] for t in np.unique(tel_ids)])
-        except KeyError as e:
-            raise InputError(setup.tel_type, f"telescope {e.args[0]} is not of this type in the instrument") from None
-        if len(np.unique(variant)) == 1:
-            image, peak_time = _extract(wf, gain, broken, setup, setup.readouts[int(variant[0])])
-        elif _per_event_correction_possible(setup):
-            # one kernel call without the correction, then each telescope's own factor:
-            # float32(float64(sum) * correction[gain]) is what the kernel itself computes
-            per_row = np.array([setup.readout_of_tel[int(t)] for t in tel_ids])
-            image, peak_time = _extract(wf, gain, broken, setup, setup.readouts[0],
-                                        apply_integration_correction=False)
-            correct_and_shift(image, peak_time, gain, per_row, _correction_table(setup))
+    image = np.empty((n, npix), np.float32)
+    peak_time = np.zeros((n, npix), np.float32) if n_samples == 1 else np.empty((n, npix), np.float32)
+    extract_rows = None if n_samples == 1 else _row_extractor(table, setup, gain, broken)
+    fed = 0
+
+    def consume(first: int, block: np.ndarray) -> None:
+        nonlocal fed
+        if block.shape[1] != npix * n_samples:
+            raise ValueError(f"waveforms of {block.shape[1]} values do not fit {npix} pixels")
+        if first != fed or first + len(block) > n:
+            raise ValueError(f"waveform block of rows {first}..{first + len(block)} does not follow row {fed}")
+        stop = first + len(block)
+        wf = block.reshape(len(block), npix, n_samples)
+        if extract_rows is None:
+            image[first:stop] = wf[:, :, 0]
         else:
-            # ctapipe corrects each telescope with its own reference pulse
-            image = np.empty((n, npix), np.float32)
-            peak_time = np.empty((n, npix), np.float32)
-            per_row = np.array([setup.readout_of_tel[int(t)] for t in tel_ids])
-            for v in np.unique(per_row):
-                rows = np.flatnonzero(per_row == v)
-                image[rows], peak_time[rows] = _extract(np.ascontiguousarray(wf[rows]), gain[rows], broken[rows],
-                                                        setup, setup.readouts[int(v)])
-        if cfg.apply_peak_time_shift:
-            correct_and_shift(image, peak_time, gain, time_shift=_fixed(table, S.TIME_SHIFT, np.float32, npix))
+            image[first:stop], peak_time[first:stop] = extract_rows(first, stop, wf)
+        fed = stop
+
+    waveforms.feed(consume)
+    if fed != n:
+        raise ValueError(f"{fed} rows of waveforms for a batch of {n}")
+    if n_samples > 1 and cfg.apply_peak_time_shift:
+        correct_and_shift(image, peak_time, gain, time_shift=_fixed(table, S.TIME_SHIFT, np.float32, npix))
     if cfg.invalid_pixel_handler == "NeighborAverage" and broken.any():
         image, peak_time = neighbor_average(image, peak_time, broken, setup.neighbor_indptr, setup.neighbor_indices)
     return image, peak_time
+
+
+def _row_extractor(table: pa.Table, setup: CameraSetup, gain: np.ndarray, broken: np.ndarray):
+    """``f(start, stop, wf)`` → (charge, peak time) of rows ``[start, stop)`` of the batch
+    from their waveforms ``wf`` ``(stop - start, n_pixels, n_samples)``, with the readout
+    (sampling rate, reference pulse) of each row's telescope."""
+    tel_ids = table.column(S.TEL_ID).to_numpy()
+    try:
+        per_row = np.array([setup.readout_of_tel[int(t)] for t in tel_ids], np.int64)
+    except KeyError as e:
+        raise InputError(setup.tel_type, f"telescope {e.args[0]} is not of this type in the instrument") from None
+    variants = np.unique(per_row)
+    if len(variants) <= 1:
+        readout = setup.readouts[int(variants[0]) if len(variants) else 0]
+        return lambda a, b, wf: _extract(wf, gain[a:b], broken[a:b], setup, readout)
+    if _per_event_correction_possible(setup):
+        # one kernel call without the correction, then each telescope's own factor:
+        # float32(float64(sum) * correction[gain]) is what the kernel itself computes
+        def corrected(a, b, wf):
+            image, peak_time = _extract(wf, gain[a:b], broken[a:b], setup, setup.readouts[0],
+                                        apply_integration_correction=False)
+            correct_and_shift(image, peak_time, gain[a:b], per_row[a:b], _correction_table(setup))
+            return image, peak_time
+        return corrected
+
+    def per_variant(a, b, wf):
+        # ctapipe corrects each telescope with its own reference pulse
+        image = np.empty(wf.shape[:2], np.float32)
+        peak_time = np.empty(wf.shape[:2], np.float32)
+        rows_v = per_row[a:b]
+        for v in np.unique(rows_v):
+            rows = np.flatnonzero(rows_v == v)
+            image[rows], peak_time[rows] = _extract(np.ascontiguousarray(wf[rows]), gain[a:b][rows],
+                                                    broken[a:b][rows], setup, setup.readouts[int(v)])
+        return image, peak_time
+    return per_variant
 
 
 def parameterize(image: np.ndarray, peak_time: np.ndarray, mask: np.ndarray, setup: CameraSetup) -> dict:
@@ -222,7 +284,8 @@ def parameterize(image: np.ndarray, peak_time: np.ndarray, mask: np.ndarray, set
     return out
 
 
-def r1_to_dl1(table: pa.Table, setup: CameraSetup, write_images: bool | None = None) -> pa.Table:
+def r1_to_dl1(table: pa.Table, setup: CameraSetup, write_images: bool | None = None,
+              waveforms: WaveformStream | None = None) -> pa.Table:
     """One R1 batch of ``setup.tel_type`` → its ``dl1.telescope_events`` table.
 
     Parameters
@@ -234,11 +297,14 @@ def r1_to_dl1(table: pa.Table, setup: CameraSetup, write_images: bool | None = N
         From :func:`prepare_camera`.
     write_images : bool, optional
         Add ``image``, ``peak_time`` and ``image_mask`` columns; default from the config.
+    waveforms : WaveformStream, optional
+        The batch's waveforms block by block (then ``table`` needs no waveform column);
+        default: the table's waveform column.
     """
     if write_images is None:
         write_images = setup.config.write_images
     npix = setup.n_pixels
-    image, peak_time = calibrate(table, setup)
+    image, peak_time = calibrate(table, setup, waveforms)
     mask = clean(setup.cleaner, image, peak_time, setup.neighbor_indptr, setup.neighbor_indices,
                  **setup.cleaner_params)
     params = parameterize(image, peak_time, mask, setup)
