@@ -554,18 +554,19 @@ class _R1Reader:
         """Row groups ``[start, stop)`` (default: row group ``start``) as one table."""
         return self._read(start, start + 1 if stop is None else stop, self.lists)
 
-    def read_streamed(self, start: int, stop: int, column: str = S.WAVEFORM):
-        """Row groups ``[start, stop)`` as (a table of every column but ``column``, a
-        :class:`~dvp.stages.r1_to_dl1.WaveformStream` of ``column``).
+    def read_streamed(self, start: int, stop: int):
+        """Row groups ``[start, stop)`` as (a table of every column but the waveforms, a
+        :class:`~dvp.stages.r1_to_dl1.WaveformStream` of the waveforms).
 
-        The stream reads ``column`` when fed, in blocks of about :data:`R1_BLOCK_BYTES` into
-        one reused buffer (:func:`dvp.io.fastlist.stream_fixed_size_list`), or through
-        pyarrow if it is not stored in the simple layout. Its errors (a corrupt row group)
-        are raised by ``feed``.
+        The stream reads the waveforms when fed, in blocks of about :data:`R1_BLOCK_BYTES`
+        into one reused buffer (:func:`dvp.io.fastlist.stream_fixed_size_list`), or all at
+        once through pyarrow if they are not stored in the simple layout. Its errors (a
+        corrupt row group) are raised by ``feed``.
         """
         from .io.fastlist import stream_fixed_size_list
-        from .stages.r1_to_dl1 import WaveformStream
+        from .stages.r1_to_dl1 import WaveformStream, table_waveforms
 
+        column = S.WAVEFORM
         table = self._read(start, stop, [c for c in self.lists if c != column])
         list_size = self.schema.field(column).type.list_size
         row_bytes = list_size * self.schema.field(column).type.value_type.byte_width
@@ -575,11 +576,8 @@ class _R1Reader:
         def feed(consume):
             fed, self._stream_buf = stream_fixed_size_list(self.path, self.pf.metadata, groups, column, block_rows,
                                                            consume, self._stream_buf)
-            if not fed:  # not the simple layout: pyarrow decodes the column, fed block by block
-                col = self.pf.read_row_groups(list(groups), columns=[column]).column(0).combine_chunks()
-                values = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, list_size)
-                for a in range(0, len(values), block_rows):
-                    consume(a, values[a:a + block_rows])
+            if not fed:  # not the simple layout: pyarrow decodes the column (same checks as a table's)
+                table_waveforms(self.pf.read_row_groups(list(groups), columns=[column])).feed(consume)
 
         return table, WaveformStream(list_size, feed)
 

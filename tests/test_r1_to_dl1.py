@@ -316,12 +316,14 @@ def test_r1_reader_equals_pyarrow(r1_products, tmp_path, name):
     pg = pq.ParquetFile(g)
     reader = _R1Reader(pg, g, R1_INPUT_COLUMNS, block=2)
     for a, b in _batches(pg.metadata, 0, pg.num_row_groups, 2 * rg_bytes):
-        _check_streamed(reader, a, b, pg.read_row_groups(list(range(a, b)), columns=list(R1_INPUT_COLUMNS)))
+        _check_streamed(reader, a, b, pg.read_row_groups(list(range(a, b)), columns=list(R1_INPUT_COLUMNS)),
+                        in_blocks=False)
 
 
-def _check_streamed(reader, a, b, ref):
-    """``read_streamed``: pyarrow's table without the waveforms, and a stream of them in
-    blocks that covers every row once, in order, with pyarrow's values."""
+def _check_streamed(reader, a, b, ref, in_blocks=True):
+    """``read_streamed``: pyarrow's table without the waveforms, and a stream of them that
+    covers every row once, in order, with pyarrow's values: in blocks of ``R1_BLOCK_BYTES``,
+    or (``in_blocks=False``, a layout the fast reader leaves to pyarrow) in one block."""
     import dvp.runner as R
     table, stream = reader.read_streamed(a, b)
     want = ref.drop_columns([S.WAVEFORM])
@@ -339,7 +341,8 @@ def _check_streamed(reader, a, b, ref):
             R.R1_BLOCK_BYTES = orig
         stream.feed(lambda first, block: got.append((first, block.copy())))
         assert [f for f, _ in got] == [sum(len(x) for _, x in got[:k]) for k in range(len(got))]
-        assert max(len(x) for _, x in got) == min(len(values), max(1, block_bytes // values[0].nbytes))
+        block_rows = max(1, block_bytes // values[0].nbytes) if in_blocks else len(values)
+        assert max(len(x) for _, x in got) == min(len(values), block_rows)
         np.testing.assert_array_equal(np.concatenate([x for _, x in got]).view(np.uint32), values.view(np.uint32))
 
 
