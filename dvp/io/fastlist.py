@@ -832,12 +832,18 @@ class BufferPool:
         return buf[:n]
 
 
-def _read_flat(src: _Source, indices, column: str, pool: BufferPool | None = None):
-    """(flat values of row groups ``indices``, one after the other, in the Arrow dtype;
-    arrow field) or raise :class:`_Unsupported`."""
-    pf_metadata = src.md
-    fd = src.open()
-    j, field, list_size, disk_dtype, max_def = _cached_plan(src.path, src.st, pf_metadata, column)
+# a damaged header may decode into values of the wrong kind: the fast path then steps aside
+_DAMAGE = (ValueError, TypeError, KeyError, OverflowError, struct.error)
+
+
+def _check_row_groups(pf_metadata, indices) -> None:
+    for index in indices:
+        if not 0 <= index < pf_metadata.num_row_groups:
+            raise IndexError(f"row group {index} out of range ({pf_metadata.num_row_groups} row groups)")
+
+
+def _column_chunks(pf_metadata, j: int, indices) -> list:
+    """``(rows, column chunk of leaf j)`` of each row group of ``indices``, checked against the schema."""
     scol = pf_metadata.schema.column(j)
     chunks = []
     for index in indices:
@@ -846,16 +852,34 @@ def _read_flat(src: _Source, indices, column: str, pool: BufferPool | None = Non
         if cc.path_in_schema != scol.path or cc.physical_type != scol.physical_type:
             raise _Unsupported("row group metadata does not match the schema")
         chunks.append((rg.num_rows, cc))
-    # several row groups go into one buffer: a batch of them is one contiguous array
-    total = sum(n for n, _ in chunks) * list_size
-    out = np.empty(total, disk_dtype) if pool is None else pool.get((column, "disk"), total, disk_dtype)
+    return chunks
+
+
+def _read_chunks(fd: int, chunks, list_size: int, disk_dtype: np.dtype, max_def: int,
+                 out: np.ndarray | None, sink: _BlockSink | None = None) -> None:
+    """The values of ``chunks`` (:func:`_column_chunks`), one after the other, into ``out``
+    (flat) or ``sink``."""
     done = 0
     for n_rows, cc in chunks:
         if n_rows:
-            _read_chunk(fd, cc, n_rows, list_size, disk_dtype, max_def, out[done:done + n_rows * list_size])
+            _read_chunk(fd, cc, n_rows, list_size, disk_dtype, max_def,
+                        None if out is None else out[done:done + n_rows * list_size], sink)
         elif cc.num_values != 0:
             raise _Unsupported("values in an empty row group")
         done += n_rows * list_size
+
+
+def _read_flat(src: _Source, indices, column: str, pool: BufferPool | None = None):
+    """(flat values of row groups ``indices``, one after the other, in the Arrow dtype;
+    arrow field) or raise :class:`_Unsupported`."""
+    pf_metadata = src.md
+    fd = src.open()
+    j, field, list_size, disk_dtype, max_def = _cached_plan(src.path, src.st, pf_metadata, column)
+    chunks = _column_chunks(pf_metadata, j, indices)
+    # several row groups go into one buffer: a batch of them is one contiguous array
+    total = sum(n for n, _ in chunks) * list_size
+    out = np.empty(total, disk_dtype) if pool is None else pool.get((column, "disk"), total, disk_dtype)
+    _read_chunks(fd, chunks, list_size, disk_dtype, max_def, out)
     want = np.dtype(field.type.value_type.to_pandas_dtype())
     if want != out.dtype.newbyteorder("="):
         if want.itemsize < out.dtype.itemsize:
@@ -898,8 +922,7 @@ def read_fixed_size_list(path, pf_metadata, index: int, column: str) -> np.ndarr
         every list and element present and intact (the caller then uses pyarrow).
         I/O errors (e.g. a missing file) propagate.
     """
-    if not 0 <= index < pf_metadata.num_row_groups:
-        raise IndexError(f"row group {index} out of range ({pf_metadata.num_row_groups} row groups)")
+    _check_row_groups(pf_metadata, [index])
     with _Source(path, pf_metadata) as src:
         return _read_fixed_size_list(src, [index], column)
 
@@ -907,10 +930,7 @@ def read_fixed_size_list(path, pf_metadata, index: int, column: str) -> np.ndarr
 def _read_fixed_size_list(src: _Source, indices, column: str, pool=None) -> np.ndarray | None:
     try:
         flat, field = _read_flat(src, indices, column, pool)
-    except _Unsupported:
-        return None
-    except (ValueError, TypeError, KeyError, OverflowError, struct.error):
-        # a damaged header may decode into values of the wrong kind; never guess
+    except (_Unsupported, *_DAMAGE):
         return None
     return flat.reshape(-1, field.type.list_size)
 
@@ -953,10 +973,7 @@ def stream_fixed_size_list(path, pf_metadata, indices, column: str, block_rows: 
         The buffer used (pass it to the next call).
     """
     indices = [int(i) for i in indices]
-    for index in indices:
-        if not 0 <= index < pf_metadata.num_row_groups:
-            raise IndexError(f"row group {index} out of range ({pf_metadata.num_row_groups} row groups)")
-    block_rows = max(1, min(int(block_rows), sum(pf_metadata.row_group(i).num_rows for i in indices)))
+    _check_row_groups(pf_metadata, indices)
     try:
         with _Source(path, pf_metadata) as src:
             fd = src.open()
@@ -964,25 +981,16 @@ def stream_fixed_size_list(path, pf_metadata, indices, column: str, block_rows: 
             want = np.dtype(field.type.value_type.to_pandas_dtype())
             if want.itemsize != disk_dtype.itemsize:   # 8/16-bit integers stored as INT32
                 return False, buf
+            chunks = _column_chunks(pf_metadata, j, indices)
+            block_rows = max(1, min(int(block_rows), sum(n for n, _ in chunks)))
             # uint32/uint64 are stored as INT32/INT64: the same bytes, read as the Arrow type
             sink = _BlockSink(list_size, want, block_rows, consume, buf)
-            scol = pf_metadata.schema.column(j)
-            for index in indices:
-                rg = pf_metadata.row_group(index)
-                cc = rg.column(j)
-                if cc.path_in_schema != scol.path or cc.physical_type != scol.physical_type:
-                    raise _Unsupported("row group metadata does not match the schema")
-                if rg.num_rows:
-                    _read_chunk(fd, cc, rg.num_rows, list_size, disk_dtype, max_def, None, sink)
-                elif cc.num_values != 0:
-                    raise _Unsupported("values in an empty row group")
+            _read_chunks(fd, chunks, list_size, disk_dtype, max_def, None, sink)
             sink.flush()
             return True, sink.buf
     except _ConsumerError as e:
         raise e.error from None
-    except _Unsupported:
-        return False, buf
-    except (ValueError, TypeError, KeyError, OverflowError, struct.error):
+    except (_Unsupported, *_DAMAGE):
         return False, buf
 
 
@@ -1064,9 +1072,7 @@ def _read(pf, path, indices, columns, fast_columns, slow_read, pool=None) -> pa.
     fast = {}
     wanted = [c for c in names if c in fast_set]
     if wanted:
-        for index in indices:
-            if not 0 <= index < md.num_row_groups:
-                raise IndexError(f"row group {index} out of range ({md.num_row_groups} row groups)")
+        _check_row_groups(md, indices)
         with _Source(path, md) as src:  # one open and footer check for all the fast columns
             for c in wanted:
                 arr = _read_fixed_size_list(src, indices, c, pool)
