@@ -54,6 +54,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from ._numeric import _pairwise_sum
+from ._simd import N_SAMPLES as N_SAMPLES_40, neighbor_peak40
 from .islands import check_csr
 
 __all__ = [
@@ -504,9 +505,41 @@ def _sliding_window_max_sum(wf, sgc, correction, rate, width, charge, peak_time)
 
 
 @njit(cache=True)
-def _neighbor_peaks(w, nxt, prefetch, indptr, indices, local_weight, broken, ev, has_broken, near_broken,
-                    acc, slots, weights, peaks):
+def _peaks40(w, nxt, prefetch, indptr, indices, flw, peaks):
+    """`neighbor_peak40` for every pixel of a 40-sample event with 3 to 6 neighbours; -1 for
+    the others and where the vector path steps aside (`_neighbor_peaks` takes those).
+
+    (Looping over the pixels grouped by neighbour count, to spare the branch mispredicted at
+    the camera edge, measured 1 us per LSTCam event slower: the pixel order keeps neighbours
+    in cache.)
+    """
+    for p in range(w.shape[0]):
+        if prefetch:
+            # overlap the memory latency of the next event with this one (64-byte lines)
+            _prefetch(nxt, p, 0)
+            _prefetch(nxt, p, 16)
+            _prefetch(nxt, p, 32)
+        a = indptr[p]
+        n_nb = indptr[p + 1] - a
+        if n_nb == 6:
+            peaks[p] = neighbor_peak40(w, p, indices, a, 6, flw)
+        elif n_nb == 5:
+            peaks[p] = neighbor_peak40(w, p, indices, a, 5, flw)
+        elif n_nb == 4:
+            peaks[p] = neighbor_peak40(w, p, indices, a, 4, flw)
+        elif n_nb == 3:
+            peaks[p] = neighbor_peak40(w, p, indices, a, 3, flw)
+        else:
+            peaks[p] = -1
+
+
+@njit(cache=True)
+def _neighbor_peaks(w, nxt, prefetch, indptr, indices, local_weight, broken, ev, has_broken,
+                    near_broken, acc, slots, weights, peaks):
     """``neighbor_average_maximum`` for one event ``w`` (n_pix, n_s) into ``peaks``.
+
+    With 40 samples and no broken neighbour, `_peaks40` (explicit vectors) takes every
+    pixel with 3 to 6 neighbours first, and the loop below only those it leaves (-1).
 
     ctapipe sums ``w[p] * local_weight`` and then the non-broken neighbours in CSR order,
     in float32 (numba keeps float32 for a float32 array times an int), and takes the
@@ -524,8 +557,14 @@ def _neighbor_peaks(w, nxt, prefetch, indptr, indices, local_weight, broken, ev,
     n_pix, n_s = w.shape
     flw = np.float32(local_weight)
     imin = np.int64(-9223372036854775807 - 1)
+    fast = n_s == N_SAMPLES_40 and not has_broken
+    if fast:
+        _peaks40(w, nxt, prefetch, indptr, indices, flw, peaks)
     for p in range(n_pix):
-        if prefetch:
+        if fast:
+            if peaks[p] >= 0:
+                continue
+        elif prefetch:
             # overlap the memory latency of the next event with this one (64-byte lines)
             for c in range(0, n_s, 16):
                 _prefetch(nxt, p, c)
@@ -553,16 +592,6 @@ def _neighbor_peaks(w, nxt, prefetch, indptr, indices, local_weight, broken, ev,
                          + w[j5, s] * c5 + w[j6, s] * c6)
                     nan |= v != v
                     m = max(m, (np.int64(_f32_bits(v)) << 32) | (n_s - 1 - s))
-        elif n_nb == 6 and n_s == 40:
-            # LSTCam/NectarCam-like 40 samples with a trip count known to the compiler: the
-            # loop vectorises without a runtime remainder (same operations, same order)
-            j1, j2, j3 = indices[a], indices[a + 1], indices[a + 2]
-            j4, j5, j6 = indices[a + 3], indices[a + 4], indices[a + 5]
-            nan = False
-            for s in range(40):
-                v = w[p, s] * flw + w[j1, s] + w[j2, s] + w[j3, s] + w[j4, s] + w[j5, s] + w[j6, s]
-                nan |= v != v
-                m = max(m, (np.int64(_f32_bits(v)) << 32) | (39 - s))
         elif n_nb == 6:
             j1, j2, j3 = indices[a], indices[a + 1], indices[a + 2]
             j4, j5, j6 = indices[a + 3], indices[a + 4], indices[a + 5]
