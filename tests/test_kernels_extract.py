@@ -381,6 +381,83 @@ def test_neighbor_peaks_adversarial_vs_numpy_argmax(local_weight):
             np.testing.assert_array_equal(peaks, expect, err_msg=f"event {e} {fn}")
 
 
+def ctapipe_window(row, peak, width, shift, rate, corr):
+    """ctapipe 0.28's ``extract_around_peak`` transcribed (sequential float64 sums from
+    +0.0), then the integration correction and the ns conversion as `_windows_at_peaks`."""
+    start, end = max(peak - shift, 0), min(peak - shift + width, len(row))
+    s = num = den = 0.0
+    for i in range(start, end):
+        v = float(row[i])
+        s += v
+        if v > 0:
+            num += v * i
+            den += v
+    t = np.float32(num / den) if den > 0 else np.float32(peak)
+    return np.float32(np.float64(np.float32(s)) * corr), np.float32(np.float64(t) / rate)
+
+
+def same_bits(a, b):
+    """Equal values, NaN where NaN, and the same sign of zero."""
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    nan = np.isnan(a)
+    return bool(np.array_equal(nan, np.isnan(b)) and np.array_equal(a[~nan].view(np.int32), b[~nan].view(np.int32)))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered", "ignore:overflow encountered")
+@pytest.mark.parametrize("n_s", [5, 12, 40])
+def test_window_sums_vectors_vs_ctapipe_transcription(n_s):
+    """The 8-pixel vector path of the default width (`_simd.window_sums8`, with its masked,
+    clipped windows) and the scalar tail == ctapipe's loop, bit for bit, for peaks at every
+    sample, shifts past both edges, both gains and NaN/inf/+-0 samples; jitted and as Python."""
+    rng = np.random.default_rng(11)
+    n_pix = 8 * 3 + 5  # three vector groups and a scalar tail
+    events = adversarial_rows(rng, n_pix, n_s)
+    corr = np.array([1.3, 0.7])
+    for shift in (0, 3, 6, 9):
+        for e, w in enumerate(events):
+            peaks = rng.integers(0, n_s, n_pix).astype(np.int64)
+            peaks[:3] = (0, n_s - 1, min(2, n_s - 1))
+            gains = (rng.random((1, n_pix)) < 0.5).astype(np.int8)
+            expect = np.array([ctapipe_window(w[p], peaks[p], 7, shift, 0.8, corr[gains[0, p]])
+                               for p in range(n_pix)], np.float32)
+            for fn in (ex._windows_at_peaks, ex._windows_at_peaks.py_func):
+                charge, time = np.zeros((1, n_pix), np.float32), np.zeros((1, n_pix), np.float32)
+                fn(w, peaks, 7, shift, 0.8, gains, corr, 0, charge, time)
+                assert same_bits(charge[0], expect[:, 0]), (shift, e, fn)
+                assert same_bits(time[0], expect[:, 1]), (shift, e, fn)
+
+
+def test_neighbor_peak40_vs_python_twin():
+    """`_simd.neighbor_peak40` compiled (512-bit vectors) == its Python twin for 3..6
+    neighbours, local weights 0, 1, 2 and adversarial sums (ties, NaN, +-inf, maxima <= 0)."""
+    from numba import njit
+
+    from dvp.kernels._simd import neighbor_peak40
+
+    @njit
+    def compiled(w, indices, lw, out):
+        for p in range(w.shape[0]):
+            out[p, 0] = neighbor_peak40(w, p, indices, 6 * p, 3, lw)
+            out[p, 1] = neighbor_peak40(w, p, indices, 6 * p, 4, lw)
+            out[p, 2] = neighbor_peak40(w, p, indices, 6 * p, 5, lw)
+            out[p, 3] = neighbor_peak40(w, p, indices, 6 * p, 6, lw)
+
+    rng = np.random.default_rng(3)
+    n_pix = 30
+    indices = rng.integers(0, n_pix, 6 * n_pix).astype(np.int32)
+    seen = set()
+    for w in adversarial_rows(rng, n_pix, 40):
+        for lw in (0, 1, 2):
+            out = np.empty((n_pix, 4), np.int64)
+            with np.errstate(invalid="ignore", over="ignore"):
+                compiled(w, indices, np.float32(lw), out)
+                expect = [[neighbor_peak40(w, p, indices, 6 * p, k, np.float32(lw)) for k in (3, 4, 5, 6)]
+                          for p in range(n_pix)]
+            np.testing.assert_array_equal(out, expect)
+            seen.update(np.sign(out).ravel().tolist())
+    assert seen == {-1, 0, 1}  # fallbacks, first-sample maxima and later maxima all occur
+
+
 def test_empty_batch():
     indptr, indices = HEX
     c, t = ex.neighbor_peak_window_sum(np.zeros((0, 7, 10), np.float32), np.zeros((0, 7), np.int8), indptr,
