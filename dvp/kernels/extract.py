@@ -505,9 +505,10 @@ def _sliding_window_max_sum(wf, sgc, correction, rate, width, charge, peak_time)
 
 
 @njit(cache=True)
-def _peaks40(w, nxt, prefetch, indptr, indices, flw, peaks):
-    """`neighbor_peak40` for every pixel of a 40-sample event with 3 to 6 neighbours; -1 for
-    the others and where the vector path steps aside (`_neighbor_peaks` takes those).
+def _peaks40(w, nxt, prefetch, indptr, indices, flw, has_broken, near_broken, peaks):
+    """`neighbor_peak40` for every pixel of a 40-sample event with 3 to 6 neighbours, none of
+    them broken; -1 for the others and where the vector path steps aside (`_neighbor_peaks`
+    takes those).
 
     (Looping over the pixels grouped by neighbour count, to spare the branch mispredicted at
     the camera edge, measured 1 us per LSTCam event slower: the pixel order keeps neighbours
@@ -521,7 +522,9 @@ def _peaks40(w, nxt, prefetch, indptr, indices, flw, peaks):
             _prefetch(nxt, p, 32)
         a = indptr[p]
         n_nb = indptr[p + 1] - a
-        if n_nb == 6:
+        if has_broken and near_broken[p]:
+            peaks[p] = -1
+        elif n_nb == 6:
             peaks[p] = neighbor_peak40(w, p, indices, a, 6, flw)
         elif n_nb == 5:
             peaks[p] = neighbor_peak40(w, p, indices, a, 5, flw)
@@ -538,8 +541,8 @@ def _neighbor_peaks(w, nxt, prefetch, indptr, indices, local_weight, broken, ev,
                     near_broken, acc, slots, weights, peaks):
     """``neighbor_average_maximum`` for one event ``w`` (n_pix, n_s) into ``peaks``.
 
-    With 40 samples and no broken neighbour, `_peaks40` (explicit vectors) takes every
-    pixel with 3 to 6 neighbours first, and the loop below only those it leaves (-1).
+    With 40 samples, `_peaks40` (explicit vectors) takes every pixel with 3 to 6
+    neighbours and no broken one first, and the loop below only those it leaves (-1).
 
     ctapipe sums ``w[p] * local_weight`` and then the non-broken neighbours in CSR order,
     in float32 (numba keeps float32 for a float32 array times an int), and takes the
@@ -557,9 +560,9 @@ def _neighbor_peaks(w, nxt, prefetch, indptr, indices, local_weight, broken, ev,
     n_pix, n_s = w.shape
     flw = np.float32(local_weight)
     imin = np.int64(-9223372036854775807 - 1)
-    fast = n_s == N_SAMPLES_40 and not has_broken
+    fast = n_s == N_SAMPLES_40
     if fast:
-        _peaks40(w, nxt, prefetch, indptr, indices, flw, peaks)
+        _peaks40(w, nxt, prefetch, indptr, indices, flw, has_broken, near_broken, peaks)
     for p in range(n_pix):
         if fast:
             if peaks[p] >= 0:
