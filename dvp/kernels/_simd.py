@@ -5,8 +5,9 @@
 local weight and of its 3 to 6 neighbours' waveforms, in ctapipe's order, and the index of
 its first maximum. numba's auto-vectoriser keeps this loop in 256-bit registers and needs an
 int64 packing trick for a first-index argmax; written as three vectors of 16, 16 and 8
-float32 lanes with integer max/min reductions it takes half the instructions (26 -> 14 us
-per LSTCam event on the 2-core AMD EPYC of benchmarks/RESULTS.md).
+float32 lanes with integer max/min reductions it takes half the instructions (the peak
+search went from 26 to 16-18 us per LSTCam event on the 2-core AMD EPYC of
+benchmarks/RESULTS.md).
 
 Each lane does exactly the scalar code's float32 operations in the same order (no fast-math
 flags), so the sums are bit-identical to ctapipe's. The maximum is found on the raw bits as
@@ -25,7 +26,9 @@ that starts at +0.0 never becomes -0.0 under round-to-nearest). numba's scalar l
 and this takes 8 us per LSTCam event.
 
 Each function has a plain-Python twin (the function itself) that runs under ``.py_func``
-and in tests; numba compiles calls to it into the vector code.
+and in tests; numba compiles calls to it into the vector code. The LLVM intrinsic names
+(``llvm.masked.load.v8f32.p0``) are those of opaque pointers, LLVM 15 and later: numba
+0.68 and later (pyproject.toml).
 """
 
 from __future__ import annotations
