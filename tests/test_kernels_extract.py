@@ -427,6 +427,41 @@ def test_window_sums_vectors_vs_ctapipe_transcription(n_s):
                 assert same_bits(time[0], expect[:, 1]), (shift, e, fn)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered", "ignore:overflow encountered")
+def test_window_sums8_every_width_vs_ctapipe_transcription():
+    """`_simd.window_sums8` compiled for each width it accepts (1..8; the extractor uses 7)
+    == ctapipe's loop, bit for bit."""
+    from numba import njit
+
+    from dvp.kernels._simd import window_sums8
+
+    @njit
+    def compiled(w, peaks, shift, gains, corr, charge, time):
+        for q in range(0, w.shape[0] - 7, 8):  # the width must be a literal
+            window_sums8(w, peaks, q, shift, 1, 0.8, gains, corr, charge[0], time[0])
+            window_sums8(w, peaks, q, shift, 2, 0.8, gains, corr, charge[1], time[1])
+            window_sums8(w, peaks, q, shift, 3, 0.8, gains, corr, charge[2], time[2])
+            window_sums8(w, peaks, q, shift, 4, 0.8, gains, corr, charge[3], time[3])
+            window_sums8(w, peaks, q, shift, 5, 0.8, gains, corr, charge[4], time[4])
+            window_sums8(w, peaks, q, shift, 6, 0.8, gains, corr, charge[5], time[5])
+            window_sums8(w, peaks, q, shift, 7, 0.8, gains, corr, charge[6], time[6])
+            window_sums8(w, peaks, q, shift, 8, 0.8, gains, corr, charge[7], time[7])
+
+    rng = np.random.default_rng(12)
+    n_pix, n_s = 16, 12
+    corr = np.array([1.3, 0.7])
+    for w in adversarial_rows(rng, n_pix, n_s):
+        for shift in (0, 2, 5):
+            peaks = rng.integers(0, n_s, n_pix).astype(np.int64)
+            gains = (rng.random(n_pix) < 0.5).astype(np.int8)
+            charge, time = np.zeros((8, n_pix), np.float32), np.zeros((8, n_pix), np.float32)
+            compiled(w, peaks, shift, gains, corr, charge, time)
+            for k, width in enumerate(range(1, 9)):
+                expect = np.array([ctapipe_window(w[p], peaks[p], width, shift, 0.8, corr[gains[p]])
+                                   for p in range(n_pix)], np.float32)
+                assert same_bits(charge[k], expect[:, 0]) and same_bits(time[k], expect[:, 1]), (width, shift)
+
+
 def test_neighbor_peak40_vs_python_twin():
     """`_simd.neighbor_peak40` compiled (512-bit vectors) == its Python twin for 3..6
     neighbours, local weights 0, 1, 2 and adversarial sums (ties, NaN, +-inf, maxima <= 0)."""
