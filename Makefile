@@ -7,7 +7,7 @@ SHARED ?= ../shared
 DEMO_OUT ?= demo-out
 DEMO_ML_SHOWERS ?= 20000
 
-.PHONY: venv install demo test bench bench-ml bench-scale ml-data clean
+.PHONY: venv install demo test bench bench-ml bench-scale ml-data clean clean-numba
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -n "$(PYTHON)" || { echo "make: no python3.11 or python3 found (set PYTHON=...)"; exit 1; }
@@ -81,8 +81,12 @@ bench: install
 	$(PY) benchmarks/bench_r1_to_dl1.py --memory
 	$(PY) benchmarks/bench_dl1_to_dl2.py --memory
 
-clean:
+clean: clean-numba
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
+
+# numba's on-disk cache checks only a function's own file, not the kernel modules it calls
+clean-numba:
+	find dvp -name '*.nbi' -delete -o -name '*.nbc' -delete
 
 # toy Monte Carlo figure set (dvp/sim/figures.py): gamma vs proton DL1 distributions and
 # LSTCam toy vs the shared sim_telarray gamma and lst_muons files, PNGs in benchmarks/figures/sim/
