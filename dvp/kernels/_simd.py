@@ -88,17 +88,28 @@ def _call(builder, name, ret, *args):
     return builder.call(fn, list(args))
 
 
+def _vconst(t, values):
+    values = list(values)
+    return ir.Constant(_V(t, len(values)), values)
+
+
+def _lanes_ptr(builder, data, elem, index, n):
+    """Pointer to the ``n`` elements of type ``elem`` at ``index`` of the array data ``data``."""
+    ptr = builder.gep(builder.bitcast(data, elem.as_pointer()), [index])
+    return builder.bitcast(ptr, _V(elem, n).as_pointer())
+
+
 def _splat(builder, x, n):
     vt = _V(x.type, n)
     v = builder.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(_I32, 0))
-    return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined), ir.Constant(_V(_I32, n), [0] * n))
+    return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined), _vconst(_I32, [0] * n))
 
 
 def _halves(builder, v):
     n = v.type.count // 2
     undef = ir.Constant(v.type, ir.Undefined)
-    lo = builder.shuffle_vector(v, undef, ir.Constant(_V(_I32, n), list(range(n))))
-    hi = builder.shuffle_vector(v, undef, ir.Constant(_V(_I32, n), list(range(n, 2 * n))))
+    lo = builder.shuffle_vector(v, undef, _vconst(_I32, range(n)))
+    hi = builder.shuffle_vector(v, undef, _vconst(_I32, range(n, 2 * n)))
     return lo, hi
 
 
@@ -115,7 +126,7 @@ def _peak40_codegen(n_nb):
         w = context.make_array(w_ty)(context, builder, args[0])
         ind = context.make_array(ind_ty)(context, builder, args[2])
         row_bytes = builder.extract_value(w.strides, 0)
-        data = builder.bitcast(w.data, ir.IntType(8).as_pointer())
+        data = builder.bitcast(w.data, _I8.as_pointer())
         ind_ir = context.get_value_type(ind_ty.dtype)
         ip = builder.bitcast(ind.data, ind_ir.as_pointer())
         a = context.cast(builder, args[3], a_ty, types.int64)
@@ -127,11 +138,8 @@ def _peak40_codegen(n_nb):
         lw = context.cast(builder, args[5], lw_ty, types.float32)
         sums = []
         for n, first in _PARTS:
-            vt = _V(_F32, n)
-
             def load(row):
-                ptr = builder.gep(row, [ir.Constant(_I64, 4 * first)])
-                return builder.load(builder.bitcast(ptr, vt.as_pointer()), align=4)
+                return builder.load(_lanes_ptr(builder, row, _F32, ir.Constant(_I64, first), n), align=4)
 
             # ctapipe's order: own waveform times the weight, then each neighbour
             v = builder.fmul(load(rows[0]), _splat(builder, lw, n))
@@ -150,8 +158,7 @@ def _peak40_codegen(n_nb):
         firsts = []
         for (n, first), b in zip(_PARTS, bits):
             eq = builder.icmp_signed("==", b, _splat(builder, m, n))
-            firsts.append(builder.select(eq, ir.Constant(_V(_I32, n), list(range(first, first + n))),
-                                         ir.Constant(_V(_I32, n), [N_SAMPLES] * n)))
+            firsts.append(builder.select(eq, _vconst(_I32, range(first, first + n)), _vconst(_I32, [N_SAMPLES] * n)))
         low = _fold(builder, "umin", _call(builder, "llvm.umin.v16i32", _V(_I32, 16), firsts[0], firsts[1]),
                     firsts[2])
         idx = _call(builder, "llvm.vector.reduce.umin.v8i32", _I32, low)
@@ -202,22 +209,12 @@ def window_sums8(w, peaks, q, shift, width, rate, gains, correction, charge, pea
     charge, peak_time : float32 arrays (n_pixels,)
         Written for the eight pixels: the corrected charge and the peak time in ns.
     """
-    n_s = w.shape[1]
+    # the scalar kernel, pixel by pixel (imported here: dvp.kernels.extract imports this module)
+    from .extract import _corrected, _window_at
+
     for p in range(q, q + _L):
-        peak = peaks[p]
-        sm = num = den = 0.0
-        for i in range(max(peak - shift, 0), min(peak - shift + width, n_s)):
-            v = np.float64(w[p, i])
-            pos = v if v > 0.0 else 0.0
-            sm, num, den = sm + v, num + pos * i, den + pos
-        t = np.float32(num / den) if den > 0.0 else np.float32(peak)
-        charge[p] = np.float32(np.float64(np.float32(sm)) * correction[gains[p]])
-        peak_time[p] = np.float32(np.float64(t) / rate)
-
-
-def _vconst(t, values):
-    values = list(values)
-    return ir.Constant(_V(t, len(values)), values)
+        sm, peak_time[p] = _window_at(w, p, peaks[p], width, shift, w.shape[1], rate)
+        charge[p] = _corrected(sm, correction, gains[p])
 
 
 def _transpose8(builder, rows):
@@ -251,8 +248,7 @@ def _windows8_codegen(width):
         shift = context.cast(builder, args[3], at[3], types.int64)
         rate = context.cast(builder, args[5], at[5], types.float64)
         data = builder.bitcast(w.data, _I8.as_pointer())
-        pk = builder.load(builder.bitcast(builder.gep(builder.bitcast(peaks.data, _I64.as_pointer()), [q]),
-                                          _V(_I64, _L).as_pointer()), align=8)
+        pk = builder.load(_lanes_ptr(builder, peaks.data, _I64, q, _L), align=8)
         first = builder.sub(pk, _splat(builder, shift, _L))
         lanes = _vconst(_I64, range(_L))
         in_width = _vconst(_I1, [1 if j < width else 0 for j in range(_L)])
@@ -284,8 +280,7 @@ def _windows8_codegen(width):
         t = builder.select(builder.fcmp_ordered(">", den, zero_d),
                            builder.fptrunc(builder.fdiv(num, den), _V(_F32, _L)), builder.sitofp(pk, _V(_F32, _L)))
         pt = builder.fptrunc(builder.fdiv(builder.fpext(t, _V(_F64, _L)), _splat(builder, rate, _L)), _V(_F32, _L))
-        g_ptr = builder.gep(builder.bitcast(gains.data, _I8.as_pointer()), [q])
-        g = builder.sext(builder.load(builder.bitcast(g_ptr, _V(_I8, _L).as_pointer()), align=1), _V(_I64, _L))
+        g = builder.sext(builder.load(_lanes_ptr(builder, gains.data, _I8, q, _L), align=1), _V(_I64, _L))
         c_addr = builder.add(_splat(builder, builder.ptrtoint(corr.data, _I64), _L),
                              builder.mul(g, _vconst(_I64, [8] * _L)))
         c = _call(builder, "llvm.masked.gather.v8f64.v8p0", _V(_F64, _L),
@@ -294,8 +289,7 @@ def _windows8_codegen(width):
         ch = builder.fptrunc(builder.fmul(builder.fpext(builder.fptrunc(sm, _V(_F32, _L)), _V(_F64, _L)), c),
                              _V(_F32, _L))
         for arr, vec in ((charge, ch), (ptime, pt)):
-            ptr = builder.gep(builder.bitcast(arr.data, _F32.as_pointer()), [q])
-            builder.store(vec, builder.bitcast(ptr, _V(_F32, _L).as_pointer()), align=4)
+            builder.store(vec, _lanes_ptr(builder, arr.data, _F32, q, _L), align=4)
         return context.get_dummy_value()
 
     return codegen

@@ -693,14 +693,8 @@ def _windows_at_peaks(w, peaks, width, shift, rate, sgc, correction, ev, charge,
         sm = 0.0
         num = 0.0
         den = 0.0
-        if width == 7 and end - start == 7:
-            # the default width, unclipped: a constant trip count the compiler unrolls
-            # (same additions in the same order)
-            for k in range(7):
-                sm, num, den = _accumulate(w, p, start + k, sm, num, den)
-        else:
-            for i in range(start, end):
-                sm, num, den = _accumulate(w, p, i, sm, num, den)
+        for i in range(start, end):
+            sm, num, den = _accumulate(w, p, i, sm, num, den)
         if den > 0.0:
             t = np.float32(num / den)
         else:
