@@ -6,6 +6,7 @@ and exit code 1 (2 for usage errors, as typer does).
 from __future__ import annotations
 
 import functools
+import inspect
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -398,6 +399,19 @@ def merge(
     _summary_table(console, summary, sum(summary.n_tel_events.values()),
                    extra={"array events": summary.n_array_events, "MiB read": summary.input_bytes // 2**20,
                           "MiB / s": int(summary.input_bytes / 2**20 / max(summary.seconds, 1e-9))})
+
+
+def _reflow(doc: str) -> str:
+    """``doc`` with each paragraph's lines joined into one (paragraphs starting with
+    ``\\b`` kept as they are). typer 0.29 (the tested version) keeps a docstring's single line breaks, and a
+    terminal narrower than the source's 88 columns then breaks every line a second time."""
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(p if p.startswith("\b") else " ".join(line.strip() for line in p.splitlines())
+                       for p in paragraphs)
+
+
+for _info in app.registered_commands:
+    _info.help = _reflow(_info.help or inspect.getdoc(_info.callback) or "")
 
 
 def main():

@@ -28,3 +28,25 @@ def test_info_on_bad_path(tmp_path):
 def test_help_explains_commands():
     res = run_cli("simtel-to-r1", "--help")
     assert res.returncode == 0 and "--output" in res.stdout and "ctapipe" in res.stdout
+
+
+def test_help_text_is_reflowed_for_an_80_column_terminal():
+    """Every command's description fills an 80-column terminal's lines: a line that is not a
+    paragraph's last is never cut short where the docstring's source line ended."""
+    from typer.testing import CliRunner
+
+    from dvp.cli import app
+
+    names = [info.name or info.callback.__name__.replace("_", "-") for info in app.registered_commands]
+    assert {"r1-to-dl1", "train", "apply-models", "simulate"} <= set(names)
+    for name in names:
+        res = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+        assert res.exit_code == 0, res.output
+        description = res.output.split("Usage:")[1].split("╭")[0].splitlines()[2:]
+        paragraphs = "\n".join(line.strip() for line in description).strip().split("\n\n")
+        assert paragraphs and paragraphs[0], name
+        for p in paragraphs:
+            lines = p.splitlines()
+            for line, following in zip(lines, lines[1:]):
+                # rich wraps at the last space before column 79: the next word did not fit
+                assert len(line) + 1 + len(following.split()[0]) > 76, (name, line)
