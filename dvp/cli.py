@@ -403,8 +403,8 @@ def merge(
 
 def _reflow(doc: str) -> str:
     """``doc`` with each paragraph's lines joined into one (paragraphs starting with
-    ``\\b`` kept as they are). typer 0.29 (the tested version) keeps a docstring's single line breaks, and a
-    terminal narrower than the source's 88 columns then breaks every line a second time."""
+    ``\\b`` kept as they are). typer 0.29 (the tested version) keeps a docstring's single
+    line breaks, so a terminal narrower than the source's 88 columns broke every line twice."""
     paragraphs = inspect.cleandoc(doc).split("\n\n")
     return "\n\n".join(p if p.startswith("\b") else " ".join(line.strip() for line in p.splitlines())
                        for p in paragraphs)
@@ -412,6 +412,7 @@ def _reflow(doc: str) -> str:
 
 for _info in app.registered_commands:
     _info.help = _reflow(_info.help or inspect.getdoc(_info.callback) or "")
+del _info
 
 
 def main():
