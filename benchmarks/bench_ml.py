@@ -88,7 +88,8 @@ def models(kind, threads, seed):
 
 
 def train_all(kind, X, y, obs, ev, ml, threads):
-    """{method: (predict function, seconds to train)} on the same rows."""
+    """{method: (predict function, seconds to train, model)} on the same rows, and
+    {"dataset dvp" / "dataset coarse": seconds to construct LightGBM's training Dataset}."""
     lgb = _lgb()
     params = dict(lightgbm_params(kind, ml), num_threads=threads)
     w = class_weights(y) if kind == "particle" else np.ones(len(y))
@@ -96,10 +97,10 @@ def train_all(kind, X, y, obs, ev, ml, threads):
     # LightGBM's fixed cost, not counted in dvp's time: the Dataset with dvp's parameters
     # and with a binning already too coarse for RandomForest accuracy (15 bins found from
     # 1,000 sampled rows; RESULTS.md)
-    lightest = dict(max_bin=15, bin_construct_sample_cnt=1000, enable_bundle=False, num_threads=threads,
-                    verbosity=-1, feature_pre_filter=False)
+    coarse = dict(max_bin=15, bin_construct_sample_cnt=1000, enable_bundle=False, num_threads=threads,
+                  verbosity=-1, feature_pre_filter=False)
     out = {f"dataset {k}": min(_timed(lambda: lgb.Dataset(X[~hold], y[~hold], weight=w[~hold], params=p).construct())
-                               for _ in range(3)) for k, p in (("dvp", params), ("lightest", lightest))}
+                               for _ in range(3)) for k, p in (("dvp", params), ("coarse", coarse))}
     t0 = time.perf_counter()
     b = _train_one(lgb, params, X, y, w, ~hold, hold, ml.max_rounds_for(kind), ml.early_stopping_rounds_for(kind))
     clip = ml.model(kind).linear_leaf_clip
@@ -216,8 +217,8 @@ def main():
               f"{len(Xbig) / lgb_best:,.0f} (LightGBM predict, one thread)")
         timings.append((t, tr.sum(), trp.sum(), {m: reg[m][1] for m in METHODS}, {m: clf[m][1] for m in METHODS},
                         len(Xbig) / best, len(Xbigp) / bestp, b_e.num_trees(), b_p.num_trees()))
-        floors.append((t, "energy", Xe.shape[1], reg["dataset dvp"], reg["dataset lightest"], reg["ctapipe"][1]))
-        floors.append((t, "particle", Xp.shape[1], clf["dataset dvp"], clf["dataset lightest"], clf["ctapipe"][1]))
+        floors.append((t, "energy", Xe.shape[1], reg["dataset dvp"], reg["dataset coarse"], reg["ctapipe"][1]))
+        floors.append((t, "particle", Xp.shape[1], clf["dataset dvp"], clf["dataset coarse"], clf["ctapipe"][1]))
     print("\n## training (one thread) and prediction speed\n")
     print("| telescope type | energy rows | dvp s | ctapipe ET s | lstchain RF s | particle rows | dvp s | ctapipe ET s "
           "| lstchain RF s | dvp trees (E/P) | dvp predict tel ev/s, one core (E/P) |")
