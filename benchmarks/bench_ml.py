@@ -9,7 +9,8 @@ gammas and protons; ``make ml-data`` makes the ones in benchmarks/RESULTS.md.
 
 Split (by array event, splitmix64 hash, so no shower is in two parts): gammas 1/3 energy
 training, 1/3 classifier training, 1/3 test; protons 1/2 classifier training, 1/2 test.
-Per telescope type, on exactly the same rows and features (dvp's default feature list):
+Per telescope type, on exactly the same rows and features (dvp's default feature list;
+dvp fast: its subset):
 
 - **dvp**: LightGBM with dvp's configured parameters (``dvp.config``, ``--config`` /
   ``--set`` as for ``dvp train``; by default energy: linear trees, learning rate 0.05,
@@ -17,6 +18,9 @@ Per telescope type, on exactly the same rows and features (dvp's default feature
   constant leaves, learning rate 0.05, half the features per tree, early stopping after 50
   rounds), early stopping on 10 % of the training events, energies clipped to the
   training range as ``dvp apply-models`` does;
+- **dvp fast**: the same flow with ``configs/ml-fast.toml`` (``--fast-config``): its own
+  features (a subset of the defaults), a fixed 10 / 16 trees with no early-stopping
+  hold-out, 20,000 classifier events per type; its classifier reads its own energy;
 - **ctapipe**: scikit-learn ExtraTrees, 10 trees, max depth 10 (ctapipe's example config);
 - **lstchain**: scikit-learn RandomForest as lstchain's standard config (energy: 150 trees,
   depth 50, min_samples_leaf 2; particle: 100 trees, depth 100, min_samples_leaf 2,
@@ -25,8 +29,9 @@ Per telescope type, on exactly the same rows and features (dvp's default feature
 All models train on one thread (``--threads``). Telescope predictions are combined per
 array event the same way for every method (mean of log10 E and of gammaness, weighted
 by intensity); dvp is also shown with its default inverse-variance energy weights. The
-classifier's reconstructed-energy feature comes from dvp's energy model for every method,
-so the classifier comparison isolates the classifier. Prints per-energy-bin energy bias
+classifier's reconstructed-energy feature comes from dvp's energy model for every method
+but dvp fast, so the classifier comparison isolates the classifier; AUC is binned by each
+method's own reconstructed energy (the events column counts dvp's bins). Prints per-energy-bin energy bias
 and resolution, ROC AUC, training times, dvp's prediction speed and how many proton
 telescope events dvp's energy model puts outside the gamma training range.
 
@@ -55,18 +60,20 @@ from dvp.ml.dataset import columns_as_numpy, load_telescope_events, telescope_ty
 from dvp.ml.features import FeatureSpec  # noqa: E402
 from dvp.ml.metrics import bias_resolution, roc_auc  # noqa: E402
 from dvp.ml.model import _lgb, _train_one, class_weights, leaf_bounds, lightgbm_params, sigma_table  # noqa: E402
-from dvp.ml.split import group_uniform, group_validation  # noqa: E402
+from dvp.ml.split import group_sample, group_uniform, group_validation  # noqa: E402
 
 E_EDGES = np.array([0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0])
-METHODS = ("dvp", "ctapipe", "lstchain")
+METHODS = ("dvp", "dvp fast", "ctapipe", "lstchain")
+FAST_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "ml-fast.toml"
 
 
-def load(product, ml, label):
-    """Per telescope type: all default feature inputs + targets, rows with usable features."""
-    espec = FeatureSpec.from_config(ml.energy, ml.derived)
-    pspec = FeatureSpec.from_config(ml.particle, ml.derived)
-    cols_needed = sorted({*espec.columns, *(c for c in pspec.columns if c != S.RECO_ENERGY), S.TRUE_ENERGY,
-                          S.HILLAS_INTENSITY})
+def load(product, mls, label):
+    """Per telescope type: the feature inputs of every config in ``mls`` + targets."""
+    need = {S.TRUE_ENERGY, S.HILLAS_INTENSITY}
+    for ml in mls:
+        for m in (ml.energy, ml.particle):
+            need |= {c for c in FeatureSpec.from_config(m, ml.derived).columns if c != S.RECO_ENERGY}
+    cols_needed = sorted(need)
     out = {}
     for t in telescope_types(product):
         df = load_telescope_events(product, t, cols_needed)
@@ -87,6 +94,30 @@ def models(kind, threads, seed):
                                                n_jobs=threads, random_state=seed)}
 
 
+def dvp_fit(kind, X, y, obs, ev, ml, threads):
+    """``(predict function, seconds to train, booster)`` of one dvp model as ``dvp train``'s
+    final model: early stopping on a held-out 10 % of the array events, then, for linear
+    leaves, the leaf bounds; energies clipped to the training range as apply-models does."""
+    lgb = _lgb()
+    params = dict(lightgbm_params(kind, ml), num_threads=threads)
+    w = class_weights(y) if kind == "particle" else np.ones(len(y))
+    hold = (group_validation(obs, ev, ml.validation_fraction, ml.seed) if ml.early_stopping_rounds_for(kind)
+            else np.zeros(len(y), bool))
+    t0 = time.perf_counter()
+    b = _train_one(lgb, params, X, y, w, ~hold, hold, ml.max_rounds_for(kind), ml.early_stopping_rounds_for(kind))
+    clip = ml.model(kind).linear_leaf_clip
+    forest = None
+    if clip is not None and params.get("linear_tree"):   # part of dvp train: the leaf bounds
+        forest, _ = leaf_bounds(b, X[~hold], clip)
+    dt = time.perf_counter() - t0
+    if kind == "energy":   # bounded leaves, clipped to the training range: as ModelSet.predict
+        lo, hi = float(y.min()), float(y.max())
+        if forest is not None:
+            return (lambda Z, f=forest: np.clip(f.predict(Z), lo, hi)), dt, b
+        return (lambda Z, b=b: np.clip(b.predict(Z, num_threads=threads), lo, hi)), dt, b
+    return (lambda Z, b=b: b.predict(Z, num_threads=threads)), dt, b
+
+
 def train_all(kind, X, y, obs, ev, ml, threads):
     """{method: (predict function, seconds to train, model)} on the same rows, and
     {"dataset dvp" / "dataset coarse": seconds to construct LightGBM's training Dataset}."""
@@ -101,21 +132,7 @@ def train_all(kind, X, y, obs, ev, ml, threads):
                   verbosity=-1, feature_pre_filter=False)
     out = {f"dataset {k}": min(_timed(lambda: lgb.Dataset(X[~hold], y[~hold], weight=w[~hold], params=p).construct())
                                for _ in range(3)) for k, p in (("dvp", params), ("coarse", coarse))}
-    t0 = time.perf_counter()
-    b = _train_one(lgb, params, X, y, w, ~hold, hold, ml.max_rounds_for(kind), ml.early_stopping_rounds_for(kind))
-    clip = ml.model(kind).linear_leaf_clip
-    forest = None
-    if clip is not None and params.get("linear_tree"):   # part of dvp train: the leaf bounds
-        forest, _ = leaf_bounds(b, X[~hold], clip)
-    dt = time.perf_counter() - t0
-    if kind == "energy":   # bounded leaves, clipped to the training range: as ModelSet.predict
-        lo, hi = float(y.min()), float(y.max())
-        if forest is not None:
-            out["dvp"] = (lambda Z, f=forest: np.clip(f.predict(Z), lo, hi), dt, b)
-        else:
-            out["dvp"] = (lambda Z, b=b: np.clip(b.predict(Z, num_threads=threads), lo, hi), dt, b)
-    else:
-        out["dvp"] = (lambda Z, b=b: b.predict(Z, num_threads=threads), dt, b)
+    out["dvp"] = dvp_fit(kind, X, y, obs, ev, ml, threads)
     for name, m in models(kind, threads, ml.seed).items():
         Xs = np.nan_to_num(X)
         t0 = time.perf_counter()
@@ -146,8 +163,11 @@ def main():
     ap.add_argument("--config", type=Path, default=None, help="dvp config file (its [ml] section)")
     ap.add_argument("--set", action="append", default=[], help="dvp config override, e.g. "
                     "ml.energy.lightgbm.linear_tree=false (repeatable)")
+    ap.add_argument("--fast-config", type=Path, default=FAST_CONFIG,
+                    help="config of the 'dvp fast' column (default: configs/ml-fast.toml)")
     args = ap.parse_args()
     ml = load_config(args.config, [*args.set, f"ml.seed={args.seed}"]).ml
+    ml_f = load_config(args.fast_config, [f"ml.seed={args.seed}"]).ml
     print("dvp LightGBM parameters: energy " + ", ".join(
         f"{k}={v}" for k, v in sorted(ml.lightgbm_for("energy").items())) +
         f", early_stopping_rounds={ml.early_stopping_rounds_for('energy')}; particle " + ", ".join(
@@ -156,12 +176,12 @@ def main():
     espec = FeatureSpec.from_config(ml.energy, ml.derived)
     pspec = FeatureSpec.from_config(ml.particle, ml.derived)
     t0 = time.perf_counter()
-    gam, pro = load(args.gamma, ml, 1), load(args.proton, ml, 0)
+    gam, pro = load(args.gamma, (ml, ml_f), 1), load(args.proton, (ml, ml_f), 0)
     print(f"loaded features in {time.perf_counter() - t0:.1f} s")
     _warm_up(args.threads)
     types = sorted(set(gam) & set(pro))
     per_tel = {m: [] for m in METHODS}     # (obs, ev, tel, label, log10E_pred, gammaness, intensity, part, sigma)
-    timings, floors = [], []
+    timings, floors, fast_rows = [], [], []
     for t in types:
         g, p = gam[t], pro[t]
         cols = {k: np.concatenate([g[k], p[k]]) for k in g if k in p}
@@ -185,12 +205,30 @@ def main():
         yp = cols["label"].astype(float)
         clf = train_all("particle", Xp[trp], yp[trp], cols[S.OBS_ID][trp] + 1_000_000 * (1 - cols["label"][trp]),
                         cols[S.EVENT_ID][trp], ml, args.threads)
+        # dvp fast: the same flow with its own config, features and training-event cap;
+        # its classifier reads its own energy. Its features are a subset of the defaults,
+        # so it predicts every row the others do
+        obs2 = cols[S.OBS_ID] + 1_000_000 * (1 - cols["label"])
+        fcols = dict(cols)
+        Xef, uef = FeatureSpec.from_config(ml_f.energy, ml_f.derived).matrix(
+            FeatureSpec.from_config(ml_f.energy, ml_f.derived).environment(fcols), n)
+        trf = group_sample(obs2, cols[S.EVENT_ID], tr & uef, ml_f.max_telescope_events_for("energy"), args.seed)
+        reg["dvp fast"] = dvp_fit("energy", Xef[trf], ye[trf], obs2[trf], cols[S.EVENT_ID][trf], ml_f, args.threads)
+        lef = np.full(n, np.nan)
+        lef[uef] = reg["dvp fast"][0](Xef[uef])
+        fcols[S.RECO_ENERGY] = 10 ** lef
+        fpspec = FeatureSpec.from_config(ml_f.particle, ml_f.derived)
+        Xpf, upf = fpspec.matrix(fpspec.environment(fcols), n)
+        trpf = group_sample(obs2, cols[S.EVENT_ID], trp & upf, ml_f.max_telescope_events_for("particle"), args.seed)
+        clf["dvp fast"] = dvp_fit("particle", Xpf[trpf], yp[trpf], obs2[trpf], cols[S.EVENT_ID][trpf], ml_f,
+                                  args.threads)
+        assert not (ue & ~uef).any() and not (up & ~upf).any(), "dvp fast must predict every row the others do"
         table = None
         for m in METHODS:
             e_pred = np.full(n, np.nan)
-            e_pred[ue] = reg[m][0](Xe[ue])
+            e_pred[ue] = reg[m][0](Xef[ue] if m == "dvp fast" else Xe[ue])
             g_pred = np.full(n, np.nan)
-            g_pred[up] = clf[m][0](Xp[up])
+            g_pred[up] = clf[m][0](Xpf[up] if m == "dvp fast" else Xp[up])
             if m == "dvp":
                 table = sigma_table(e_pred[tr] - ye[tr], log_int[tr])
             per_tel[m].append((cols[S.OBS_ID] + 1_000_000 * (1 - cols["label"]), cols[S.EVENT_ID], cols[S.TEL_ID],
@@ -217,19 +255,24 @@ def main():
               f"{len(Xbig) / lgb_best:,.0f} (LightGBM predict, one thread)")
         timings.append((t, tr.sum(), trp.sum(), {m: reg[m][1] for m in METHODS}, {m: clf[m][1] for m in METHODS},
                         len(Xbig) / best, len(Xbigp) / bestp, b_e.num_trees(), b_p.num_trees()))
+        fast_rows.append((t, int(trf.sum()), int(trpf.sum()), reg["dvp fast"][2].num_trees(),
+                          clf["dvp fast"][2].num_trees()))
         floors.append((t, "energy", Xe.shape[1], reg["dataset dvp"], reg["dataset coarse"], reg["ctapipe"][1]))
         floors.append((t, "particle", Xp.shape[1], clf["dataset dvp"], clf["dataset coarse"], clf["ctapipe"][1]))
     print("\n## training (one thread) and prediction speed\n")
-    print("| telescope type | energy rows | dvp s | ctapipe ET s | lstchain RF s | particle rows | dvp s | ctapipe ET s "
-          "| lstchain RF s | dvp trees (E/P) | dvp predict tel ev/s, one core (E/P) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| telescope type | energy rows | dvp s | dvp fast s | ctapipe ET s | lstchain RF s | particle rows | dvp s "
+          "| dvp fast s | ctapipe ET s | lstchain RF s | dvp trees (E/P) | dvp predict tel ev/s, one core (E/P) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for t, ne, np_, te, tp, se, sp, nte, ntp in timings:
-        print(f"| {t} | {ne:,} | {te['dvp']:.2f} | {te['ctapipe']:.2f} | {te['lstchain']:.2f} | {np_:,} | {tp['dvp']:.2f} "
-              f"| {tp['ctapipe']:.2f} | {tp['lstchain']:.2f} | {nte}/{ntp} | {se:,.0f} / {sp:,.0f} |")
+        print(f"| {t} | {ne:,} | {te['dvp']:.2f} | {te['dvp fast']:.3f} | {te['ctapipe']:.2f} | {te['lstchain']:.2f} "
+              f"| {np_:,} | {tp['dvp']:.2f} | {tp['dvp fast']:.3f} | {tp['ctapipe']:.2f} | {tp['lstchain']:.2f} "
+              f"| {nte}/{ntp} | {se:,.0f} / {sp:,.0f} |")
     tot = {k: sum(x[3][k] + x[4][k] for x in timings) for k in METHODS}
-    print(f"\ntotal training time: dvp {tot['dvp']:.1f} s, ctapipe ExtraTrees {tot['ctapipe']:.1f} s "
-          f"({tot['ctapipe'] / tot['dvp']:.1f}x dvp), lstchain RandomForest {tot['lstchain']:.1f} s "
-          f"({tot['lstchain'] / tot['dvp']:.1f}x dvp)")
+    print(f"\ntotal training time: dvp {tot['dvp']:.2f} s, dvp fast {tot['dvp fast']:.3f} s, ctapipe ExtraTrees "
+          f"{tot['ctapipe']:.2f} s ({tot['ctapipe'] / tot['dvp']:.2f}x dvp, {tot['ctapipe'] / tot['dvp fast']:.1f}x "
+          f"dvp fast), lstchain RandomForest {tot['lstchain']:.1f} s ({tot['lstchain'] / tot['dvp']:.1f}x dvp)")
+    print("dvp fast (" + str(args.fast_config) + "): training rows (E/P) and trees (E/P) per type: " + "; ".join(
+        f"{t} {ne:,}/{np_:,}, {a}/{b}" for t, ne, np_, a, b in fast_rows))
     print("\n## LightGBM's fixed cost: constructing the training Dataset, before any tree\n")
     print("| telescope type | model | features | Dataset s, dvp's parameters | Dataset s, 15 bins from 1,000 rows "
           "| ctapipe ET s | ET s / 5 |")
@@ -292,6 +335,12 @@ def main():
     print("| --- | --- |" + " --- |" * len(names_a))
     for i, lab in enumerate(labels):
         print(f"| {lab} | {rows_a['dvp'][i][1]:,} | " + " | ".join(f"{rows_a[m][i][0]:.4f}" for m in names_a) + " |")
+    print("\n## dvp fast against ctapipe's ExtraTrees (bins where dvp fast is less accurate)\n")
+    worse = [f"energy {lab} TeV: resolution {rows_e['dvp fast'][i][1]:.4f} vs {rows_e['ctapipe'][i][1]:.4f}"
+             for i, lab in enumerate(labels) if rows_e["dvp fast"][i][1] > rows_e["ctapipe"][i][1]]
+    worse += [f"AUC {lab} TeV: {rows_a['dvp fast'][i][0]:.6f} vs {rows_a['ctapipe'][i][0]:.6f}"
+              for i, lab in enumerate(labels) if rows_a["dvp fast"][i][0] < rows_a["ctapipe"][i][0]]
+    print(f"training {tot['ctapipe'] / tot['dvp fast']:.2f}x faster; " + ("; ".join(worse) or "none"))
     _plot(args.figures, labels[:-1], rows_e, rows_a)
 
 
@@ -331,7 +380,8 @@ def _plot(directory, labels, rows_e, rows_a):
         ax.set_ylabel(yl)
         ax.grid(alpha=0.3)
     axes[0].legend()
-    fig.suptitle("dvp LightGBM vs ctapipe ExtraTrees vs lstchain RandomForest (toy MC, same split)")
+    fig.suptitle("dvp LightGBM (defaults and fast preset) vs ctapipe ExtraTrees vs lstchain RandomForest "
+                 "(toy MC, same split)")
     fig.tight_layout()
     fig.savefig(directory / "ml_comparison.png", dpi=110)
     print(f"\nfigure: {directory / 'ml_comparison.png'}")

@@ -458,7 +458,7 @@ KIND_LIGHTGBM_DEFAULTS = {"energy": {"linear_tree": True}, "particle": {"feature
 LINEAR_LEAF_CLIP_DEFAULT = 0.01
 _LIGHTGBM_FORBIDDEN = {"objective", "seed", "metric", "verbose", "verbosity", "deterministic"}
 _MODEL_KEYS = ("features", "weights", "quality", "lightgbm", "max_rounds", "early_stopping_rounds",
-               "linear_leaf_clip")
+               "max_telescope_events", "linear_leaf_clip")
 
 
 @dataclass(frozen=True)
@@ -466,8 +466,9 @@ class ModelConfig:
     """One model kind: its features (in order), its training/apply quality query, how
     telescope predictions are combined per array event, and its training settings over
     the ``[ml]`` ones: LightGBM parameters replacing ``[ml.lightgbm]``'s key by key,
-    boosting rounds and early stopping (None: ``[ml]``'s), and the quantile bounding
-    linear leaves (:data:`LINEAR_LEAF_CLIP_DEFAULT`; None: unbounded)."""
+    boosting rounds, early stopping and the cap on training telescope events per type
+    (None: ``[ml]``'s), and the quantile bounding linear leaves
+    (:data:`LINEAR_LEAF_CLIP_DEFAULT`; None: unbounded)."""
 
     kind: str
     features: tuple
@@ -476,13 +477,14 @@ class ModelConfig:
     lightgbm: Mapping = field(default_factory=lambda: MappingProxyType({}))
     max_rounds: int | None = None
     early_stopping_rounds: int | None = None
+    max_telescope_events: int | None = None
     linear_leaf_clip: float | None = LINEAR_LEAF_CLIP_DEFAULT
 
     def to_dict(self) -> dict:
         out = {"features": list(self.features), "weights": self.weights,
                "quality": {"criteria": [list(c) for c in self.quality.criteria]}, "lightgbm": dict(self.lightgbm),
                "linear_leaf_clip": False if self.linear_leaf_clip is None else self.linear_leaf_clip}
-        for key in ("max_rounds", "early_stopping_rounds"):
+        for key in ("max_rounds", "early_stopping_rounds", "max_telescope_events"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
@@ -503,7 +505,7 @@ class MLConfig:
         n_folds = 5                 # K-fold cross-validation, grouped by array event
         seed = 0
         max_rounds = 1000           # boosting rounds, ended by early stopping
-        early_stopping_rounds = 50
+        early_stopping_rounds = 50  # 0: none (no held-out events; every fit grows max_rounds)
         validation_fraction = 0.1   # of the training events, for early stopping
         max_telescope_events = 0    # per telescope type, 0 = all (a seeded sample otherwise)
 
@@ -516,7 +518,7 @@ class MLConfig:
         [ml.energy]                 # and [ml.particle]
         features = ["log10_intensity", "hillas_width_deg", ...]
         weights = "inverse_variance"    # intensity, aspect_weighted_intensity, none
-        early_stopping_rounds = 30  # and max_rounds: this kind's, over [ml]'s
+        early_stopping_rounds = 30  # and max_rounds, max_telescope_events: this kind's, over [ml]'s
         linear_leaf_clip = 0.01     # bound linear leaves to their training outputs (false: don't)
         [ml.energy.lightgbm]        # this kind's LightGBM parameters over [ml.lightgbm], key by key
         linear_tree = true
@@ -553,6 +555,11 @@ class MLConfig:
     def early_stopping_rounds_for(self, kind: str) -> int:
         m = self.model(kind).early_stopping_rounds
         return self.early_stopping_rounds if m is None else m
+
+    def max_telescope_events_for(self, kind: str) -> int:
+        """Training telescope events per type, a sample of whole array events (0: all)."""
+        m = self.model(kind).max_telescope_events
+        return self.max_telescope_events if m is None else m
 
     def to_dict(self) -> dict:
         return {"n_folds": self.n_folds, "seed": self.seed, "max_rounds": self.max_rounds,
@@ -639,9 +646,13 @@ def _ml(raw: Mapping, source: str) -> MLConfig:
             rounds = {}
             for rk in ("max_rounds", "early_stopping_rounds"):
                 rv = value.get(rk, getattr(m, rk))
-                if rv is not None and (isinstance(rv, bool) or not isinstance(rv, int) or rv < 1):
-                    raise ConfigError(f"{where}.{rk}: expected a positive int, got {rv!r}")
+                if rv is not None and (isinstance(rv, bool) or not isinstance(rv, int) or rv < (rk == "max_rounds")):
+                    raise ConfigError(f"{where}.{rk}: expected a {'positive' if rk == 'max_rounds' else 'non-negative'} "
+                                      f"int, got {rv!r}")
                 rounds[rk] = rv
+            cap = value.get("max_telescope_events", m.max_telescope_events)
+            if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 0):
+                raise ConfigError(f"{where}.max_telescope_events: expected a non-negative int (0: all), got {cap!r}")
             clip = value.get("linear_leaf_clip", m.linear_leaf_clip)
             if clip is False:
                 clip = None
@@ -649,7 +660,7 @@ def _ml(raw: Mapping, source: str) -> MLConfig:
                                        or not 0.0 <= clip < 0.5):
                 raise ConfigError(f"{where}.linear_leaf_clip: expected false or a fraction in [0, 0.5), got {clip!r}")
             kwargs[key] = ModelConfig(key, tuple(feats), w, q, MappingProxyType(lgbm), **rounds,
-                                      linear_leaf_clip=None if clip is None else float(clip))
+                                      max_telescope_events=cap, linear_leaf_clip=None if clip is None else float(clip))
         else:
             known = ", ".join(["derived", "lightgbm", "energy", "particle", *_ML_SCALARS])
             raise ConfigError(f"{source}: unknown key 'ml.{key}' (known: {known})")
@@ -658,8 +669,8 @@ def _ml(raw: Mapping, source: str) -> MLConfig:
         raise ConfigError(f"{source}: ml.n_folds must be at least 2, got {cfg.n_folds}")
     if not 0.0 < cfg.validation_fraction < 0.5:
         raise ConfigError(f"{source}: ml.validation_fraction must be in (0, 0.5), got {cfg.validation_fraction}")
-    if cfg.max_rounds < 1 or cfg.early_stopping_rounds < 1 or cfg.max_telescope_events < 0:
-        raise ConfigError(f"{source}: ml.max_rounds and ml.early_stopping_rounds must be positive, "
+    if cfg.max_rounds < 1 or cfg.early_stopping_rounds < 0 or cfg.max_telescope_events < 0:
+        raise ConfigError(f"{source}: ml.max_rounds must be positive, ml.early_stopping_rounds and "
                           f"ml.max_telescope_events non-negative")
     for kind in ("energy", "particle"):   # derived names referenced by features must exist
         m = cfg.model(kind)

@@ -57,7 +57,7 @@ def train(kind, signal, background=(), output=None, config=None, *, overwrite=Fa
     from .ml.dataset import telescope_types
     from .ml.features import FeatureSpec
     from .ml.model import KINDS, ModelSet, _run_fit_task, finish_fit, fit_error, plan_fit
-    from .ml.split import group_uniform
+    from .ml.split import group_sample
 
     if kind not in KINDS:
         raise DvpError(f"unknown model kind {kind!r} (choose energy or particle)")
@@ -96,11 +96,7 @@ def train(kind, signal, background=(), output=None, config=None, *, overwrite=Fa
             usable &= np.isfinite(y)
         else:
             y = cols["role"].astype(np.float64)
-        if ml.max_telescope_events and usable.sum() > ml.max_telescope_events:
-            # a seeded sample of whole array events, so the group split stays leak-free
-            u = group_uniform(cols[S.OBS_ID], cols[S.EVENT_ID], ml.seed, salt=3)
-            cut = np.quantile(u[usable], ml.max_telescope_events / usable.sum())
-            usable &= u <= cut
+        usable = group_sample(cols[S.OBS_ID], cols[S.EVENT_ID], usable, ml.max_telescope_events_for(kind), ml.seed)
         n_use = int(usable.sum())
         summary.n_tel_events[tel_type] = n_use
         if n_use < 4 * ml.n_folds or (kind == "particle" and len(set(y[usable].tolist())) < 2):

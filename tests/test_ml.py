@@ -17,7 +17,7 @@ from dvp.errors import DvpError
 from dvp.kernels.combine import _weighted_mean, weighted_mean
 from dvp.ml import model as M
 from dvp.ml.metrics import bias_resolution, roc_auc
-from dvp.ml.split import group_folds, group_uniform, group_validation
+from dvp.ml.split import group_folds, group_sample, group_uniform, group_validation
 from dvp.stages.dl2_models import VALID, VALUE, WEIGHT, combination_weights, combine_events
 
 # -- split ------------------------------------------------------------------------------
@@ -45,6 +45,28 @@ def test_group_folds_keep_events_together_and_ignore_row_order():
     assert pl.DataFrame({"o": obs, "e": ev, "v": v}).group_by("o", "e").agg(pl.col("v").n_unique())["v"].max() == 1
     u1, u2 = group_uniform(obs, ev, 7, 1), group_uniform(obs, ev, 7, 2)
     assert abs(np.corrcoef(u1, u2)[0, 1]) < 0.05
+
+
+def test_group_sample_takes_whole_events_up_to_the_cap():
+    rng = np.random.default_rng(5)
+    obs = rng.integers(1, 3, 6000)
+    ev = rng.integers(0, 1500, 6000)
+    usable = rng.random(6000) < 0.9
+    n_use = int(usable.sum())
+    keep = group_sample(obs, ev, usable, 2000, seed=1)
+    assert not (keep & ~usable).any()
+    # whole array events: an event's usable rows are all kept or all dropped
+    df = pl.DataFrame({"o": obs, "e": ev, "k": keep}).filter(pl.Series(usable))
+    assert df.group_by("o", "e").agg(pl.col("k").n_unique())["k"].max() == 1
+    # about the cap: off by less than the largest array event
+    most = int(df.group_by("o", "e").len()["len"].max())
+    assert abs(int(keep.sum()) - 2000) < most
+    # seeded, order-independent, and a no-op when the cap does not bite
+    perm = rng.permutation(6000)
+    assert np.array_equal(group_sample(obs[perm], ev[perm], usable[perm], 2000, seed=1), keep[perm])
+    assert not np.array_equal(group_sample(obs, ev, usable, 2000, seed=2), keep)
+    for cap in (0, n_use, n_use + 1):
+        assert np.array_equal(group_sample(obs, ev, usable, cap, seed=1), usable)
 
 
 def test_training_never_sees_the_test_fold(monkeypatch):
@@ -167,7 +189,11 @@ def test_roc_auc_and_bias_resolution_hand_worked():
     ("ml.energy.trees=3", "unknown key 'ml.energy.trees'"),
     ("ml.particle.lightgbm.seed=3", "ml.particle.lightgbm.seed: set by dvp"),
     ("ml.energy.lightgbm=3", "ml.energy.lightgbm: expected a table"),
-    ("ml.particle.early_stopping_rounds=0", "ml.particle.early_stopping_rounds: expected a positive int"),
+    ("ml.particle.early_stopping_rounds=-1", "ml.particle.early_stopping_rounds: expected a non-negative int"),
+    ("ml.particle.max_rounds=0", "ml.particle.max_rounds: expected a positive int"),
+    ("ml.early_stopping_rounds=-1", "ml.early_stopping_rounds and ml.max_telescope_events non-negative"),
+    ("ml.energy.max_telescope_events=-5", "ml.energy.max_telescope_events: expected a non-negative int"),
+    ("ml.energy.max_telescope_events=1.5", "ml.energy.max_telescope_events: expected a non-negative int"),
     ("ml.energy.max_rounds=true", "ml.energy.max_rounds: expected a positive int"),
     ("ml.energy.linear_leaf_clip=0.5", "ml.energy.linear_leaf_clip: expected false or a fraction in [0, 0.5)"),
     ("ml.energy.linear_leaf_clip=true", "ml.energy.linear_leaf_clip: expected false"),
@@ -213,6 +239,17 @@ def test_per_kind_lightgbm_parameters():
         assert {(t.max_rounds, t.esr) for t in plan.tasks} == {rounds}
         assert all(t.params == M.lightgbm_params(kind, ml) for t in plan.tasks)
         assert {t.leaf_clip for t in plan.tasks} == {0.01}
+    # early_stopping_rounds 0: no events held out, every fit grows max_rounds trees on all its rows
+    ml = load_config(None, ["ml.energy.early_stopping_rounds=0", "ml.max_rounds=7", "ml.max_telescope_events=9",
+                            "ml.particle.max_telescope_events=0"]).ml
+    assert (ml.max_telescope_events_for("energy"), ml.max_telescope_events_for("particle")) == (9, 0)
+    plan = M.plan_fit("energy", X, X[:, 0], obs, ev, ml)
+    assert not plan.hold.any() and {t.esr for t in plan.tasks} == {0}
+    final = [t for t in plan.tasks if t.k == -1][0]
+    assert final.train.all() and not final.valid.any()
+    assert all(np.array_equal(t.train, ~t.test) for t in plan.tasks if t.k >= 0)
+    assert M._run_fit_task(final)[0].num_trees() == 7
+    assert M.plan_fit("particle", X, (X[:, 0] > 0).astype(float), obs, ev, ml).hold.any()
     ml = load_config(None, ["ml.energy.linear_leaf_clip=false", "ml.particle.linear_leaf_clip=0"]).ml
     assert (ml.energy.linear_leaf_clip, ml.particle.linear_leaf_clip) == (None, 0.0)
     assert {t.leaf_clip for t in M.plan_fit("energy", X, X[:, 0], obs, ev, ml).tasks} == {None}
@@ -223,6 +260,7 @@ def test_ml_config_round_trip(tmp_path):
 
     from dvp.config import config_from_data
     overrides = ["ml.energy.lightgbm.num_leaves=15", "ml.particle.lightgbm.learning_rate=0.2",
+                 "ml.particle.max_telescope_events=500",
                  "ml.particle.max_rounds=300", "ml.energy.early_stopping_rounds=40", "ml.lightgbm.max_bin=63",
                  "ml.energy.linear_leaf_clip=false", "ml.particle.linear_leaf_clip=0.05"]
     for cfg in (load_config(), load_config(None, overrides)):
@@ -238,11 +276,13 @@ def test_ml_config_round_trip(tmp_path):
                 assert M.lightgbm_params(kind, c.ml) == M.lightgbm_params(kind, cfg.ml)
                 assert c.ml.early_stopping_rounds_for(kind) == cfg.ml.early_stopping_rounds_for(kind)
                 assert c.ml.max_rounds_for(kind) == cfg.ml.max_rounds_for(kind)
+                assert c.ml.max_telescope_events_for(kind) == cfg.ml.max_telescope_events_for(kind)
                 assert c.ml.model(kind).linear_leaf_clip == cfg.ml.model(kind).linear_leaf_clip
     d = load_config(None, overrides).to_dict()["ml"]
     assert d["energy"]["lightgbm"] == {"linear_tree": True, "num_leaves": 15}
     assert d["particle"]["lightgbm"] == {"feature_fraction": 0.5, "learning_rate": 0.2}
-    assert d["particle"]["max_rounds"] == 300
+    assert d["particle"]["max_rounds"] == 300 and d["particle"]["max_telescope_events"] == 500
+    assert "max_telescope_events" not in d["energy"]
     assert "early_stopping_rounds" not in d["particle"] and d["energy"]["early_stopping_rounds"] == 40
 
 
@@ -468,3 +508,35 @@ def test_folds_in_parallel_give_the_same_models():
     assert a.booster.model_to_string() == b.booster.model_to_string()
     np.testing.assert_array_equal(a.oof, b.oof)
     assert a.info["cv"] == b.info["cv"]
+
+
+def test_fast_preset_grows_a_fixed_number_of_trees(trained, ml_products, tmp_path):
+    """configs/ml-fast.toml trains its own feature subsets with a fixed number of trees
+    and no early-stopping hold-out; the particle cap samples whole array events."""
+    from pathlib import Path
+    preset = Path(__file__).resolve().parent.parent / "configs" / "ml-fast.toml"
+    ml, default = load_config(preset).ml, load_config().ml
+    assert set(ml.energy.features) < set(default.energy.features)
+    assert set(ml.particle.features) < set(default.particle.features)
+    assert ml.early_stopping_rounds_for("energy") == ml.early_stopping_rounds_for("particle") == 0
+    g, _ = ml_products
+    code, msg = _run("train", "energy", "--signal", g, "-o", tmp_path / "energy", "--config", preset, "-q")
+    assert code == 0, msg
+    meta = json.loads((tmp_path / "energy" / M.MODEL_SET_FILE).read_text())
+    assert meta["features"] == list(ml.energy.features)
+    for tel_type, info in meta["telescope_types"].items():
+        assert info["n_early_stopping"] == 0 and info["n_train"] == info["n_events"]
+        model = (tmp_path / "energy" / info["file"]).read_text()
+        assert model.count("\nTree=") == ml.max_rounds_for("energy") == info["best_iteration"]
+        assert info["cv"]["rmse_log10_mean"] < 0.3          # a constant predictor: ≈ 0.4 dex
+    # the particle cap, set below the sample: fewer telescope events, whole array events
+    full = json.loads((trained / "particle" / M.MODEL_SET_FILE).read_text())["telescope_types"]
+    cap = min(info["n_events"] for info in full.values()) // 2
+    code, msg = _run("train", "particle", "--signal", trained / "g_e", "--background", trained / "p_e",
+                     "-o", tmp_path / "particle", "--config", preset,
+                     "--set", f"ml.particle.max_telescope_events={cap}", "-q")
+    assert code == 0, msg
+    pmeta = json.loads((tmp_path / "particle" / M.MODEL_SET_FILE).read_text())
+    for tel_type, info in pmeta["telescope_types"].items():
+        assert 0.5 * cap < info["n_events"] < 1.5 * cap < full[tel_type]["n_events"]
+        assert info["cv"]["auc_mean"] > 0.7, info["cv"]

@@ -75,7 +75,11 @@ class FitResult:
 
 
 def _train_one(lgb, params, X, y, w, train, valid, max_rounds, esr, names="auto"):
+    """A booster of ``max_rounds`` trees on the ``train`` rows, ended early after ``esr``
+    rounds without improvement on the ``valid`` rows (``esr`` 0: no early stopping)."""
     dtrain = lgb.Dataset(X[train], y[train], weight=w[train], feature_name=names, free_raw_data=True)
+    if not esr:
+        return lgb.train(params, dtrain, num_boost_round=max_rounds)
     dvalid = lgb.Dataset(X[valid], y[valid], weight=w[valid], reference=dtrain)
     return lgb.train(params, dtrain, num_boost_round=max_rounds, valid_sets=[dvalid],
                      callbacks=[lgb.early_stopping(esr, verbose=False)])
@@ -152,8 +156,9 @@ def plan_fit(kind: str, X: np.ndarray, y: np.ndarray, obs_id, event_id, ml, *, l
     names = list(feature_names) if feature_names is not None else "auto"
     w = class_weights(y) if kind == "particle" else np.ones(n)
     folds = group_folds(obs_id, event_id, ml.n_folds, ml.seed)
-    hold = group_validation(obs_id, event_id, ml.validation_fraction, ml.seed)
     rounds, esr = ml.max_rounds_for(kind), ml.early_stopping_rounds_for(kind)
+    # early stopping holds out whole array events; without it every fit trains on all rows
+    hold = group_validation(obs_id, event_id, ml.validation_fraction, ml.seed) if esr else np.zeros(n, bool)
     clip = ml.model(kind).linear_leaf_clip
     tasks = []
     for k in range(ml.n_folds):

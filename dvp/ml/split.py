@@ -49,3 +49,18 @@ def group_folds(obs_id, event_id, n_folds: int, seed: int) -> np.ndarray:
 def group_validation(obs_id, event_id, fraction: float, seed: int) -> np.ndarray:
     """``(n,)`` bool: the array events (about ``fraction`` of them) held out for early stopping."""
     return group_uniform(obs_id, event_id, seed, salt=2) < fraction
+
+
+def group_sample(obs_id, event_id, usable, n_max: int, seed: int) -> np.ndarray:
+    """``(n,)`` bool: the ``usable`` rows of a seeded sample of whole array events holding
+    about ``n_max`` of them (all ``usable`` rows when ``n_max`` is 0 or not fewer).
+
+    The sample keeps the array events whose :func:`group_uniform` number (salt 3) is below
+    a quantile, so no array event is split and the K-fold grouping stays leak-free.
+    """
+    usable = np.asarray(usable, bool)
+    n_use = int(usable.sum())
+    if not n_max or n_use <= n_max:
+        return usable.copy()
+    u = group_uniform(obs_id, event_id, seed, salt=3)
+    return usable & (u <= np.quantile(u[usable], n_max / n_use))
