@@ -453,8 +453,8 @@ KIND_LIGHTGBM_DEFAULTS = {"energy": {"linear_tree": True}, "particle": {"feature
 #: outputs it gives its training rows, less this fraction at each end (``false``: not
 #: bounded, LightGBM's predictions). A leaf's plane otherwise extrapolates without limit
 #: on events unlike the training gammas: on toy MC protons 49 % of array events got
-#: E_reco > 5 TeV unbounded, 8.0 % with 0.01 (constant leaves 6.6 %), with the gamma
-#: resolution unchanged below 1 TeV (benchmarks/RESULTS.md).
+#: E_reco > 5 TeV unbounded, 8.0 % with 0.01 (constant leaves 6.6 %) on one data split,
+#: 9-20 % over three, with the gamma resolution unchanged below 1 TeV (benchmarks/RESULTS.md).
 LINEAR_LEAF_CLIP_DEFAULT = 0.01
 _LIGHTGBM_FORBIDDEN = {"objective", "seed", "metric", "verbose", "verbosity", "deterministic"}
 _MODEL_KEYS = ("features", "weights", "quality", "lightgbm", "max_rounds", "early_stopping_rounds",
