@@ -31,9 +31,10 @@ array event the same way for every method (mean of log10 E and of gammaness, wei
 by intensity); dvp is also shown with its default inverse-variance energy weights. The
 classifier's reconstructed-energy feature comes from dvp's energy model for every method
 but dvp fast, so the classifier comparison isolates the classifier; AUC is binned by each
-method's own reconstructed energy (the events column counts dvp's bins). Prints per-energy-bin energy bias
-and resolution, ROC AUC, training times, dvp's prediction speed and how many proton
-telescope events dvp's energy model puts outside the gamma training range.
+method's own reconstructed energy (the events column counts dvp's bins). Prints
+per-energy-bin energy bias and resolution, ROC AUC, training times, dvp's prediction
+speed and how many proton telescope events dvp's energy model puts outside the gamma
+training range.
 
 It also times LightGBM's fixed cost per model, outside dvp's timing: constructing the
 training ``Dataset`` (binning every value) before any tree is grown, against a fifth of
@@ -59,12 +60,15 @@ from dvp.kernels.stereo import group_events  # noqa: E402
 from dvp.ml.dataset import columns_as_numpy, load_telescope_events, telescope_types  # noqa: E402
 from dvp.ml.features import FeatureSpec  # noqa: E402
 from dvp.ml.metrics import bias_resolution, roc_auc  # noqa: E402
-from dvp.ml.model import _lgb, _train_one, class_weights, leaf_bounds, lightgbm_params, sigma_table  # noqa: E402
-from dvp.ml.split import group_sample, group_uniform, group_validation  # noqa: E402
+from dvp.ml.model import (_lgb, _train_one, class_weights, early_stopping_holdout, leaf_bounds,  # noqa: E402
+                          lightgbm_params, sigma_table)
+from dvp.ml.split import group_sample, group_uniform  # noqa: E402
 
 E_EDGES = np.array([0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0])
 METHODS = ("dvp", "dvp fast", "ctapipe", "lstchain")
 FAST_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "ml-fast.toml"
+#: added to the protons' obs_id: the gamma and proton runs number their obs_ids alike
+PROTON_OBS_OFFSET = 1_000_000
 
 
 def load(product, mls, label):
@@ -96,13 +100,13 @@ def models(kind, threads, seed):
 
 def dvp_fit(kind, X, y, obs, ev, ml, threads):
     """``(predict function, seconds to train, booster)`` of one dvp model as ``dvp train``'s
-    final model: early stopping on a held-out 10 % of the array events, then, for linear
-    leaves, the leaf bounds; energies clipped to the training range as apply-models does."""
+    final model: early stopping on held-out array events (none if the config turns it
+    off), then, for linear leaves, the leaf bounds; energies clipped to the training range
+    as apply-models does."""
     lgb = _lgb()
     params = dict(lightgbm_params(kind, ml), num_threads=threads)
     w = class_weights(y) if kind == "particle" else np.ones(len(y))
-    hold = (group_validation(obs, ev, ml.validation_fraction, ml.seed) if ml.early_stopping_rounds_for(kind)
-            else np.zeros(len(y), bool))
+    hold = early_stopping_holdout(kind, obs, ev, ml)
     t0 = time.perf_counter()
     b = _train_one(lgb, params, X, y, w, ~hold, hold, ml.max_rounds_for(kind), ml.early_stopping_rounds_for(kind))
     clip = ml.model(kind).linear_leaf_clip
@@ -124,7 +128,7 @@ def train_all(kind, X, y, obs, ev, ml, threads):
     lgb = _lgb()
     params = dict(lightgbm_params(kind, ml), num_threads=threads)
     w = class_weights(y) if kind == "particle" else np.ones(len(y))
-    hold = group_validation(obs, ev, ml.validation_fraction, ml.seed)
+    hold = early_stopping_holdout(kind, obs, ev, ml)
     # LightGBM's fixed cost, not counted in dvp's time: the Dataset with dvp's parameters
     # and with a binning already too coarse for RandomForest accuracy (15 bins found from
     # 1,000 sampled rows; RESULTS.md)
@@ -187,7 +191,8 @@ def main():
         cols = {k: np.concatenate([g[k], p[k]]) for k in g if k in p}
         n = len(cols[S.OBS_ID])
         # 0/1/2 = energy training / classifier training / test; protons: 1 or 2
-        u = group_uniform(cols[S.OBS_ID] + 1_000_000 * (1 - cols["label"]), cols[S.EVENT_ID], args.seed, salt=9)
+        obs2 = cols[S.OBS_ID] + PROTON_OBS_OFFSET * (1 - cols["label"])   # one obs_id space for both
+        u = group_uniform(obs2, cols[S.EVENT_ID], args.seed, salt=9)
         part = np.where(cols["label"] == 1, np.minimum((u * 3).astype(int), 2), 1 + (u >= 0.5))
         env = espec.environment(cols)
         Xe, ue = espec.matrix(env, n)
@@ -203,15 +208,13 @@ def main():
         Xp, up = pspec.matrix(pspec.environment(cols), n)
         trp = up & (part == 1)
         yp = cols["label"].astype(float)
-        clf = train_all("particle", Xp[trp], yp[trp], cols[S.OBS_ID][trp] + 1_000_000 * (1 - cols["label"][trp]),
-                        cols[S.EVENT_ID][trp], ml, args.threads)
+        clf = train_all("particle", Xp[trp], yp[trp], obs2[trp], cols[S.EVENT_ID][trp], ml, args.threads)
         # dvp fast: the same flow with its own config, features and training-event cap;
         # its classifier reads its own energy. Its features are a subset of the defaults,
         # so it predicts every row the others do
-        obs2 = cols[S.OBS_ID] + 1_000_000 * (1 - cols["label"])
         fcols = dict(cols)
-        Xef, uef = FeatureSpec.from_config(ml_f.energy, ml_f.derived).matrix(
-            FeatureSpec.from_config(ml_f.energy, ml_f.derived).environment(fcols), n)
+        fespec = FeatureSpec.from_config(ml_f.energy, ml_f.derived)
+        Xef, uef = fespec.matrix(fespec.environment(fcols), n)
         trf = group_sample(obs2, cols[S.EVENT_ID], tr & uef, ml_f.max_telescope_events_for("energy"), args.seed)
         reg["dvp fast"] = dvp_fit("energy", Xef[trf], ye[trf], obs2[trf], cols[S.EVENT_ID][trf], ml_f, args.threads)
         lef = np.full(n, np.nan)
@@ -231,7 +234,7 @@ def main():
             g_pred[up] = clf[m][0](Xpf[up] if m == "dvp fast" else Xp[up])
             if m == "dvp":
                 table = sigma_table(e_pred[tr] - ye[tr], log_int[tr])
-            per_tel[m].append((cols[S.OBS_ID] + 1_000_000 * (1 - cols["label"]), cols[S.EVENT_ID], cols[S.TEL_ID],
+            per_tel[m].append((obs2, cols[S.EVENT_ID], cols[S.TEL_ID],
                                cols["label"], e_pred, g_pred, cols[S.HILLAS_INTENSITY], part,
                                np.interp(log_int, table["log10_intensity"], table["sigma_log10"])))
         # the gamma energy model on protons: linear leaves extrapolate unless bounded
@@ -297,7 +300,7 @@ def main():
         pl.read_parquet(args.gamma / "dl2" / "*.parquet", columns=[S.OBS_ID, S.EVENT_ID, S.TRUE_ENERGY])
         .with_columns(label=pl.lit(1)),
         pl.read_parquet(args.proton / "dl2" / "*.parquet", columns=[S.OBS_ID, S.EVENT_ID, S.TRUE_ENERGY])
-        .with_columns(label=pl.lit(0), obs_id=pl.col(S.OBS_ID) + 1_000_000)])
+        .with_columns(label=pl.lit(0), obs_id=pl.col(S.OBS_ID) + PROTON_OBS_OFFSET)])
     rows_e, rows_a, rows_p = {}, {}, {}
     for m, (o, e, le_ev, g_ev) in results.items():
         df = pl.DataFrame({S.OBS_ID: o, S.EVENT_ID: e, "le": le_ev, "g": g_ev}).join(

@@ -145,6 +145,15 @@ class FitPlan:
     log10_intensity: np.ndarray | None
 
 
+def early_stopping_holdout(kind: str, obs_id, event_id, ml) -> np.ndarray:
+    """``(n,)`` bool: the array events held out for ``kind``'s early stopping
+    (``ml.validation_fraction`` of them), none when its ``early_stopping_rounds`` is 0:
+    every fit then trains on all its rows."""
+    if ml.early_stopping_rounds_for(kind):
+        return group_validation(obs_id, event_id, ml.validation_fraction, ml.seed)
+    return np.zeros(len(obs_id), bool)
+
+
 def plan_fit(kind: str, X: np.ndarray, y: np.ndarray, obs_id, event_id, ml, *, log10_intensity=None,
              feature_names=None) -> FitPlan:
     """The cross-validation fits and the final fit of :func:`fit` as independent tasks
@@ -157,8 +166,7 @@ def plan_fit(kind: str, X: np.ndarray, y: np.ndarray, obs_id, event_id, ml, *, l
     w = class_weights(y) if kind == "particle" else np.ones(n)
     folds = group_folds(obs_id, event_id, ml.n_folds, ml.seed)
     rounds, esr = ml.max_rounds_for(kind), ml.early_stopping_rounds_for(kind)
-    # early stopping holds out whole array events; without it every fit trains on all rows
-    hold = group_validation(obs_id, event_id, ml.validation_fraction, ml.seed) if esr else np.zeros(n, bool)
+    hold = early_stopping_holdout(kind, obs_id, event_id, ml)
     clip = ml.model(kind).linear_leaf_clip
     tasks = []
     for k in range(ml.n_folds):
