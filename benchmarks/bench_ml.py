@@ -2,7 +2,8 @@
 
 Usage::
 
-    python benchmarks/bench_ml.py --gamma G_DL2 --proton P_DL2 [--figures DIR] [--threads 1]
+    python benchmarks/bench_ml.py --gamma G_DL2 --proton P_DL2 [--figures DIR] [--threads 1] [--seed 0]
+        [--repeats 5] [--bootstrap 300]
 
 G_DL2 / P_DL2 are DL2 product directories (``dvp dl1-to-dl2`` output) of simulated
 gammas and protons; ``make ml-data`` makes the ones in benchmarks/RESULTS.md.
@@ -26,15 +27,23 @@ dvp fast: its subset):
   depth 50, min_samples_leaf 2; particle: 100 trees, depth 100, min_samples_leaf 2,
   max_features sqrt).
 
-All models train on one thread (``--threads``). Telescope predictions are combined per
-array event the same way for every method (mean of log10 E and of gammaness, weighted
-by intensity); dvp is also shown with its default inverse-variance energy weights. The
+All models train on one thread (``--threads``). Every model but the RandomForest (minutes)
+is fitted ``--repeats`` times in a row and timed by the median of its fits; the totals
+of each repeat and the ExtraTrees / dvp fast ratio of each are printed too. Telescope
+predictions are combined per array event the same way for every method (mean of log10 E
+and of gammaness, weighted by intensity); dvp is also shown with its default inverse-variance energy weights. The
 classifier's reconstructed-energy feature comes from dvp's energy model for every method
 but dvp fast, so the classifier comparison isolates the classifier; AUC is binned by each
 method's own reconstructed energy (the events column counts dvp's bins). Prints
 per-energy-bin energy bias and resolution, ROC AUC, training times, dvp's prediction
 speed and how many proton telescope events dvp's energy model puts outside the gamma
 training range.
+
+Statistical uncertainty: a paired bootstrap (``--bootstrap`` resamplings of the test array
+events, every method on the same resampled events) gives, per bin, the central 95 %
+interval of the difference in resolution and in AUC between dvp and each baseline (dvp
+against the RandomForest and ExtraTrees, dvp fast against ExtraTrees); a bin where dvp is
+less accurate is called significant when that interval excludes zero.
 
 It also times LightGBM's fixed cost per model, outside dvp's timing: constructing the
 training ``Dataset`` (binning every value) before any tree is grown, against a fifth of
@@ -98,6 +107,17 @@ def models(kind, threads, seed):
                                                n_jobs=threads, random_state=seed)}
 
 
+def repeated(fit, repeats):
+    """Call ``fit()`` (returning ``(predict, seconds, model)``) ``repeats`` times:
+    ``(predict, median seconds, model, all seconds)`` of the last call (fits are seeded
+    and deterministic, so every call gives the same model)."""
+    times = []
+    for _ in range(max(1, repeats)):
+        fn, dt, model = fit()
+        times.append(dt)
+    return fn, float(np.median(times)), model, times
+
+
 def dvp_fit(kind, X, y, obs, ev, ml, threads):
     """``(predict function, seconds to train, booster)`` of one dvp model as ``dvp train``'s
     final model: early stopping on held-out array events (none if the config turns it
@@ -122,8 +142,9 @@ def dvp_fit(kind, X, y, obs, ev, ml, threads):
     return (lambda Z, b=b: b.predict(Z, num_threads=threads)), dt, b
 
 
-def train_all(kind, X, y, obs, ev, ml, threads):
-    """{method: (predict function, seconds to train, model)} on the same rows, and
+def train_all(kind, X, y, obs, ev, ml, threads, repeats):
+    """{method: (predict function, median seconds to train, model, every fit's seconds)}
+    on the same rows (the RandomForest fitted once, the others ``repeats`` times), and
     {"dataset dvp" / "dataset coarse": seconds to construct LightGBM's training Dataset}."""
     lgb = _lgb()
     params = dict(lightgbm_params(kind, ml), num_threads=threads)
@@ -136,17 +157,20 @@ def train_all(kind, X, y, obs, ev, ml, threads):
                   verbosity=-1, feature_pre_filter=False)
     out = {f"dataset {k}": min(_timed(lambda: lgb.Dataset(X[~hold], y[~hold], weight=w[~hold], params=p).construct())
                                for _ in range(3)) for k, p in (("dvp", params), ("coarse", coarse))}
-    out["dvp"] = dvp_fit(kind, X, y, obs, ev, ml, threads)
-    for name, m in models(kind, threads, ml.seed).items():
-        Xs = np.nan_to_num(X)
-        t0 = time.perf_counter()
-        if kind == "particle":
-            m.fit(Xs, y, sample_weight=w)
-            fn = (lambda Z, m=m: m.predict_proba(np.nan_to_num(Z))[:, 1])
-        else:
-            m.fit(Xs, y)
-            fn = (lambda Z, m=m: m.predict(np.nan_to_num(Z)))
-        out[name] = (fn, time.perf_counter() - t0, m)
+    out["dvp"] = repeated(lambda: dvp_fit(kind, X, y, obs, ev, ml, threads), repeats)
+    Xs = np.nan_to_num(X)
+    for name in ("ctapipe", "lstchain"):
+        def fit(name=name):
+            m = models(kind, threads, ml.seed)[name]
+            t0 = time.perf_counter()
+            if kind == "particle":
+                m.fit(Xs, y, sample_weight=w)
+                fn = (lambda Z, m=m: m.predict_proba(np.nan_to_num(Z))[:, 1])
+            else:
+                m.fit(Xs, y)
+                fn = (lambda Z, m=m: m.predict(np.nan_to_num(Z)))
+            return fn, time.perf_counter() - t0, m
+        out[name] = repeated(fit, repeats if name == "ctapipe" else 1)   # the RandomForest takes minutes
     return out
 
 
@@ -167,6 +191,10 @@ def main():
     ap.add_argument("--config", type=Path, default=None, help="dvp config file (its [ml] section)")
     ap.add_argument("--set", action="append", default=[], help="dvp config override, e.g. "
                     "ml.energy.lightgbm.linear_tree=false (repeatable)")
+    ap.add_argument("--repeats", type=int, default=5, help="fits of each model but the RandomForest "
+                    "(default 5); training times are their medians")
+    ap.add_argument("--bootstrap", type=int, default=300, help="paired bootstrap resamplings of the test "
+                    "events for the uncertainty of each difference to the baselines (default 300; 0: none)")
     ap.add_argument("--fast-config", type=Path, default=FAST_CONFIG,
                     help="config of the 'dvp fast' column (default: configs/ml-fast.toml)")
     args = ap.parse_args()
@@ -185,7 +213,7 @@ def main():
     _warm_up(args.threads)
     types = sorted(set(gam) & set(pro))
     per_tel = {m: [] for m in METHODS}     # (obs, ev, tel, label, log10E_pred, gammaness, intensity, part, sigma)
-    timings, floors, fast_rows = [], [], []
+    timings, floors, fast_rows, fit_times = [], [], [], []
     for t in types:
         g, p = gam[t], pro[t]
         cols = {k: np.concatenate([g[k], p[k]]) for k in g if k in p}
@@ -198,7 +226,8 @@ def main():
         Xe, ue = espec.matrix(env, n)
         ye = np.log10(cols[S.TRUE_ENERGY])
         tr = ue & (part == 0) & (cols["label"] == 1)
-        reg = train_all("energy", Xe[tr], ye[tr], cols[S.OBS_ID][tr], cols[S.EVENT_ID][tr], ml, args.threads)
+        reg = train_all("energy", Xe[tr], ye[tr], cols[S.OBS_ID][tr], cols[S.EVENT_ID][tr], ml, args.threads,
+                        args.repeats)
         # dvp's per-telescope error table from its energy-training residuals (for inverse variance)
         log_int = np.log10(cols[S.HILLAS_INTENSITY])
         # classifier features: dvp's energy for every method, then the same matrix
@@ -208,7 +237,8 @@ def main():
         Xp, up = pspec.matrix(pspec.environment(cols), n)
         trp = up & (part == 1)
         yp = cols["label"].astype(float)
-        clf = train_all("particle", Xp[trp], yp[trp], obs2[trp], cols[S.EVENT_ID][trp], ml, args.threads)
+        clf = train_all("particle", Xp[trp], yp[trp], obs2[trp], cols[S.EVENT_ID][trp], ml, args.threads,
+                        args.repeats)
         # dvp fast: the same flow with its own config, features and training-event cap;
         # its classifier reads its own energy. Its features are a subset of the defaults,
         # so it predicts every row the others do
@@ -216,15 +246,16 @@ def main():
         fespec = FeatureSpec.from_config(ml_f.energy, ml_f.derived)
         Xef, uef = fespec.matrix(fespec.environment(fcols), n)
         trf = group_sample(obs2, cols[S.EVENT_ID], tr & uef, ml_f.max_telescope_events_for("energy"), args.seed)
-        reg["dvp fast"] = dvp_fit("energy", Xef[trf], ye[trf], obs2[trf], cols[S.EVENT_ID][trf], ml_f, args.threads)
+        reg["dvp fast"] = repeated(lambda: dvp_fit("energy", Xef[trf], ye[trf], obs2[trf], cols[S.EVENT_ID][trf], ml_f,
+                                                   args.threads), args.repeats)
         lef = np.full(n, np.nan)
         lef[uef] = reg["dvp fast"][0](Xef[uef])
         fcols[S.RECO_ENERGY] = 10 ** lef
         fpspec = FeatureSpec.from_config(ml_f.particle, ml_f.derived)
         Xpf, upf = fpspec.matrix(fpspec.environment(fcols), n)
         trpf = group_sample(obs2, cols[S.EVENT_ID], trp & upf, ml_f.max_telescope_events_for("particle"), args.seed)
-        clf["dvp fast"] = dvp_fit("particle", Xpf[trpf], yp[trpf], obs2[trpf], cols[S.EVENT_ID][trpf], ml_f,
-                                  args.threads)
+        clf["dvp fast"] = repeated(lambda: dvp_fit("particle", Xpf[trpf], yp[trpf], obs2[trpf], cols[S.EVENT_ID][trpf],
+                                                   ml_f, args.threads), args.repeats)
         assert not (ue & ~uef).any() and not (up & ~upf).any(), "dvp fast must predict every row the others do"
         table = None
         for m in METHODS:
@@ -258,6 +289,7 @@ def main():
               f"{len(Xbig) / lgb_best:,.0f} (LightGBM predict, one thread)")
         timings.append((t, tr.sum(), trp.sum(), {m: reg[m][1] for m in METHODS}, {m: clf[m][1] for m in METHODS},
                         len(Xbig) / best, len(Xbigp) / bestp, b_e.num_trees(), b_p.num_trees()))
+        fit_times += [{m: d[m][3] for m in METHODS} for d in (reg, clf)]
         fast_rows.append((t, int(trf.sum()), int(trpf.sum()), reg["dvp fast"][2].num_trees(),
                           clf["dvp fast"][2].num_trees()))
         floors.append((t, "energy", Xe.shape[1], reg["dataset dvp"], reg["dataset coarse"], reg["ctapipe"][1]))
@@ -274,6 +306,11 @@ def main():
     print(f"\ntotal training time: dvp {tot['dvp']:.2f} s, dvp fast {tot['dvp fast']:.3f} s, ctapipe ExtraTrees "
           f"{tot['ctapipe']:.2f} s ({tot['ctapipe'] / tot['dvp']:.2f}x dvp, {tot['ctapipe'] / tot['dvp fast']:.1f}x "
           f"dvp fast), lstchain RandomForest {tot['lstchain']:.1f} s ({tot['lstchain'] / tot['dvp']:.1f}x dvp)")
+    per_rep = {m: np.sum([f[m] for f in fit_times], axis=0) for m in ("dvp", "dvp fast", "ctapipe")}
+    print(f"training times are medians of {args.repeats} fits of each model (the RandomForest: one fit); "
+          "total per repeat: " + ", ".join(f"{m} {v.min():.3f}-{v.max():.3f} s" for m, v in per_rep.items()) +
+          "; ExtraTrees / dvp fast per repeat: " +
+          ", ".join(f"{r:.2f}" for r in per_rep["ctapipe"] / per_rep["dvp fast"]))
     print("dvp fast (" + str(args.fast_config) + "): training rows (E/P) and trees (E/P) per type: " + "; ".join(
         f"{t} {ne:,}/{np_:,}, {a}/{b}" for t, ne, np_, a, b in fast_rows))
     print("\n## LightGBM's fixed cost: constructing the training Dataset, before any tree\n")
@@ -301,24 +338,19 @@ def main():
         .with_columns(label=pl.lit(1)),
         pl.read_parquet(args.proton / "dl2" / "*.parquet", columns=[S.OBS_ID, S.EVENT_ID, S.TRUE_ENERGY])
         .with_columns(label=pl.lit(0), obs_id=pl.col(S.OBS_ID) + PROTON_OBS_OFFSET)])
+    # one row per test array event, the same events in the same order for every method
+    o, e = results["dvp"][0], results["dvp"][1]
+    assert all(np.array_equal(r[0], o) and np.array_equal(r[1], e) for r in results.values())
+    ev_df = (pl.DataFrame({S.OBS_ID: o, S.EVENT_ID: e, "row": np.arange(len(o))})
+             .join(truth, on=[S.OBS_ID, S.EVENT_ID], how="left").sort("row"))
+    label = ev_df["label"].fill_null(-1).to_numpy()
+    etrue = ev_df[S.TRUE_ENERGY].fill_null(np.nan).to_numpy()
     rows_e, rows_a, rows_p = {}, {}, {}
-    for m, (o, e, le_ev, g_ev) in results.items():
-        df = pl.DataFrame({S.OBS_ID: o, S.EVENT_ID: e, "le": le_ev, "g": g_ev}).join(
-            truth, on=[S.OBS_ID, S.EVENT_ID], how="left")
-        gm = df.filter((pl.col("label") == 1) & pl.col("le").is_finite())
-        et = gm[S.TRUE_ENERGY].to_numpy()
-        er = 10 ** gm["le"].to_numpy()
-        rows_e[m] = [bias_resolution(er[(et >= lo) & (et < hi)], et[(et >= lo) & (et < hi)]) + (
-            int(((et >= lo) & (et < hi)).sum()),) for lo, hi in zip(E_EDGES[:-1], E_EDGES[1:])]
-        rows_e[m].append(bias_resolution(er, et) + (len(et),))
-        ok = df.filter(pl.col("g").is_finite() & pl.col("le").is_finite())
-        ereco = 10 ** ok["le"].to_numpy()
-        rows_a[m] = [(roc_auc(ok["g"].to_numpy()[sel], ok["label"].to_numpy()[sel]), int(sel.sum()))
-                     for sel in [(ereco >= lo) & (ereco < hi) for lo, hi in zip(E_EDGES[:-1], E_EDGES[1:])]]
-        rows_a[m].append((roc_auc(ok["g"].to_numpy(), ok["label"].to_numpy()), ok.height))
-        pm = df.filter((pl.col("label") == 0) & pl.col("le").is_finite())
-        lp, lt = pm["le"].to_numpy(), np.log10(pm[S.TRUE_ENERGY].to_numpy())
-        rows_p[m] = (pm.height, float(np.mean(lp > np.log10(5.0))), float(np.corrcoef(lp, lt)[0, 1]))
+    for m, (_, _, le_ev, g_ev) in results.items():
+        rows_e[m], rows_a[m] = event_metrics(le_ev, g_ev, label, etrue)
+        pm = (label == 0) & np.isfinite(le_ev)
+        lp, lt = le_ev[pm], np.log10(etrue[pm])
+        rows_p[m] = (int(pm.sum()), float(np.mean(lp > np.log10(5.0))), float(np.corrcoef(lp, lt)[0, 1]))
     labels = [f"{lo:g}–{hi:g}" for lo, hi in zip(E_EDGES[:-1], E_EDGES[1:])] + ["all"]
     print("\n## energy resolution / bias per true-energy bin (test gammas, array events)\n")
     names = list(results)
@@ -344,7 +376,85 @@ def main():
     worse += [f"AUC {lab} TeV: {rows_a['dvp fast'][i][0]:.6f} vs {rows_a['ctapipe'][i][0]:.6f}"
               for i, lab in enumerate(labels) if rows_a["dvp fast"][i][0] < rows_a["ctapipe"][i][0]]
     print(f"training {tot['ctapipe'] / tot['dvp fast']:.2f}x faster; " + ("; ".join(worse) or "none"))
+    if args.bootstrap:
+        _bootstrap(results, label, etrue, rows_e, rows_a, labels, args.bootstrap, args.seed)
     _plot(args.figures, labels[:-1], rows_e, rows_a)
+
+
+def event_metrics(le, g, label, etrue):
+    """Per true-energy bin and over all (last row): ``(bias, resolution, gammas)`` of the
+    test gammas; per bin of the events' own reconstructed energy and over all: ``(ROC AUC,
+    events)``. ``le`` log10 reconstructed energy, ``g`` gammaness, ``label`` 1 gamma /
+    0 proton / -1 unknown, ``etrue`` true energy (TeV); one entry per array event."""
+    gm = (label == 1) & np.isfinite(le)
+    et, er = etrue[gm], 10 ** le[gm]
+    rows_e = []
+    for lo, hi in [*zip(E_EDGES[:-1], E_EDGES[1:]), (0.0, np.inf)]:
+        sel = (et >= lo) & (et < hi)
+        rows_e.append(bias_resolution(er[sel], et[sel]) + (int(sel.sum()),))
+    ok = (label >= 0) & np.isfinite(g) & np.isfinite(le)
+    gs, ls, ereco = g[ok], label[ok], 10 ** le[ok]
+    rows_a = []
+    for lo, hi in [*zip(E_EDGES[:-1], E_EDGES[1:]), (0.0, np.inf)]:
+        sel = (ereco >= lo) & (ereco < hi)
+        rows_a.append((roc_auc(gs[sel], ls[sel]), int(sel.sum())))
+    return rows_e, rows_a
+
+
+#: (dvp model, baseline) pairs whose differences the bootstrap measures
+PAIRS = (("dvp", "lstchain"), ("dvp", "ctapipe"), ("dvp fast", "ctapipe"))
+
+
+def _bootstrap(results, label, etrue, rows_e, rows_a, labels, n_boot, seed):
+    """Paired bootstrap of the test array events (every method on the same resampled
+    events): per bin, the difference to each baseline of the resolution and the AUC,
+    with its central 95 % interval; a deficit is called significant when the interval
+    excludes zero."""
+    rng = np.random.default_rng(seed)
+    methods = sorted({m for pair in PAIRS for m in pair})
+    res = {m: np.empty((n_boot, len(labels))) for m in methods}
+    auc = {m: np.empty((n_boot, len(labels))) for m in methods}
+    n = len(label)
+    t0 = time.perf_counter()
+    for b in range(n_boot):
+        idx = rng.integers(0, n, n)
+        for m in methods:
+            re, ra = event_metrics(results[m][2][idx], results[m][3][idx], label[idx], etrue[idx])
+            res[m][b] = [r[1] for r in re]
+            auc[m][b] = [r[0] for r in ra]
+    print(f"\n## paired bootstrap: difference to the baselines per bin, central 95 % interval of {n_boot} "
+          f"resamplings of the test array events ({time.perf_counter() - t0:.0f} s)\n")
+    print("Resolution (dvp − baseline; negative: dvp more accurate) and ROC AUC (dvp − baseline; positive: dvp "
+          "more accurate).\n")
+    head = " | ".join(f"{a} − {'ET' if b == 'ctapipe' else 'RF'}" for a, b in PAIRS)
+    for what, boot, point, col in (("resolution", res, rows_e, 1), ("ROC AUC", auc, rows_a, 0)):
+        print(f"| {what}, E (TeV) | " + head + " |")
+        print("| --- |" + " --- |" * len(PAIRS))
+        for i, lab in enumerate(labels):
+            if not point["dvp"][i][-1]:
+                continue   # no events
+            cells = []
+            for a, b in PAIRS:
+                d = point[a][i][col] - point[b][i][col]
+                lo, hi = np.nanpercentile(boot[a][:, i] - boot[b][:, i], [2.5, 97.5])
+                fmt = ".4f" if what == "resolution" else ".5f"
+                cells.append(f"{d:+{fmt}} [{lo:+{fmt}}, {hi:+{fmt}}]")
+            print(f"| {lab} | " + " | ".join(cells) + " |")
+        print()
+    for a, b in PAIRS:
+        worse, signif = [], []
+        for what, boot, point, col, sign in (("resolution", res, rows_e, 1, 1), ("AUC", auc, rows_a, 0, -1)):
+            for i, lab in enumerate(labels):
+                if not point["dvp"][i][-1]:
+                    continue
+                d = sign * (point[a][i][col] - point[b][i][col])
+                lo = np.nanpercentile(sign * (boot[a][:, i] - boot[b][:, i]), 2.5)
+                if d > 0:
+                    worse.append(f"{what} {lab}")
+                    if lo > 0:
+                        signif.append(f"{what} {lab}")
+        print(f"{a} less accurate than {b}: in {', '.join(worse) or 'no bin'}; beyond the 95 % interval: "
+              f"{', '.join(signif) or 'none'}")
 
 
 def _warm_up(threads):
