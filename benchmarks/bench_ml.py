@@ -207,6 +207,8 @@ def main():
         f", early_stopping_rounds={ml.early_stopping_rounds_for('particle')}")
     espec = FeatureSpec.from_config(ml.energy, ml.derived)
     pspec = FeatureSpec.from_config(ml.particle, ml.derived)
+    fespec = FeatureSpec.from_config(ml_f.energy, ml_f.derived)
+    fpspec = FeatureSpec.from_config(ml_f.particle, ml_f.derived)
     t0 = time.perf_counter()
     gam, pro = load(args.gamma, (ml, ml_f), 1), load(args.proton, (ml, ml_f), 0)
     print(f"loaded features in {time.perf_counter() - t0:.1f} s")
@@ -243,7 +245,6 @@ def main():
         # its classifier reads its own energy. Its features are a subset of the defaults,
         # so it predicts every row the others do
         fcols = dict(cols)
-        fespec = FeatureSpec.from_config(ml_f.energy, ml_f.derived)
         Xef, uef = fespec.matrix(fespec.environment(fcols), n)
         trf = group_sample(obs2, cols[S.EVENT_ID], tr & uef, ml_f.max_telescope_events_for("energy"), args.seed)
         reg["dvp fast"] = repeated(lambda: dvp_fit("energy", Xef[trf], ye[trf], obs2[trf], cols[S.EVENT_ID][trf], ml_f,
@@ -251,7 +252,6 @@ def main():
         lef = np.full(n, np.nan)
         lef[uef] = reg["dvp fast"][0](Xef[uef])
         fcols[S.RECO_ENERGY] = 10 ** lef
-        fpspec = FeatureSpec.from_config(ml_f.particle, ml_f.derived)
         Xpf, upf = fpspec.matrix(fpspec.environment(fcols), n)
         trpf = group_sample(obs2, cols[S.EVENT_ID], trp & upf, ml_f.max_telescope_events_for("particle"), args.seed)
         clf["dvp fast"] = repeated(lambda: dvp_fit("particle", Xpf[trpf], yp[trpf], obs2[trpf], cols[S.EVENT_ID][trpf],
@@ -426,33 +426,30 @@ def _bootstrap(results, label, etrue, rows_e, rows_a, labels, n_boot, seed):
           f"resamplings of the test array events ({time.perf_counter() - t0:.0f} s)\n")
     print("Resolution (dvp − baseline; negative: dvp more accurate) and ROC AUC (dvp − baseline; positive: dvp "
           "more accurate).\n")
+    # per metric, pair and bin with events: the point difference (dvp − baseline) and its interval
+    metrics = (("resolution", "resolution", res, rows_e, 1, ".4f"), ("ROC AUC", "AUC", auc, rows_a, 0, ".5f"))
+    bins = {what: [i for i in range(len(labels)) if point["dvp"][i][-1]] for what, _, _, point, _, _ in metrics}
+    diff = {(what, a, b, i): (point[a][i][col] - point[b][i][col],
+                              *np.nanpercentile(boot[a][:, i] - boot[b][:, i], [2.5, 97.5]))
+            for what, _, boot, point, col, _ in metrics for a, b in PAIRS for i in bins[what]}
     head = " | ".join(f"{a} − {'ET' if b == 'ctapipe' else 'RF'}" for a, b in PAIRS)
-    for what, boot, point, col in (("resolution", res, rows_e, 1), ("ROC AUC", auc, rows_a, 0)):
+    for what, _, _, _, _, fmt in metrics:
         print(f"| {what}, E (TeV) | " + head + " |")
         print("| --- |" + " --- |" * len(PAIRS))
-        for i, lab in enumerate(labels):
-            if not point["dvp"][i][-1]:
-                continue   # no events
-            cells = []
-            for a, b in PAIRS:
-                d = point[a][i][col] - point[b][i][col]
-                lo, hi = np.nanpercentile(boot[a][:, i] - boot[b][:, i], [2.5, 97.5])
-                fmt = ".4f" if what == "resolution" else ".5f"
-                cells.append(f"{d:+{fmt}} [{lo:+{fmt}}, {hi:+{fmt}}]")
-            print(f"| {lab} | " + " | ".join(cells) + " |")
+        for i in bins[what]:
+            print(f"| {labels[i]} | " + " | ".join(
+                "{:+{f}} [{:+{f}}, {:+{f}}]".format(*diff[what, a, b, i], f=fmt) for a, b in PAIRS) + " |")
         print()
     for a, b in PAIRS:
         worse, signif = [], []
-        for what, boot, point, col, sign in (("resolution", res, rows_e, 1, 1), ("AUC", auc, rows_a, 0, -1)):
-            for i, lab in enumerate(labels):
-                if not point["dvp"][i][-1]:
-                    continue
-                d = sign * (point[a][i][col] - point[b][i][col])
-                lo = np.nanpercentile(sign * (boot[a][:, i] - boot[b][:, i]), 2.5)
+        for what, short, *_ in metrics:
+            sign = 1 if what == "resolution" else -1     # a larger resolution, a smaller AUC: less accurate
+            for i in bins[what]:
+                d, lo, hi = (sign * v for v in diff[what, a, b, i])
                 if d > 0:
-                    worse.append(f"{what} {lab}")
-                    if lo > 0:
-                        signif.append(f"{what} {lab}")
+                    worse.append(f"{short} {labels[i]}")
+                    if min(lo, hi) > 0:
+                        signif.append(f"{short} {labels[i]}")
         print(f"{a} less accurate than {b}: in {', '.join(worse) or 'no bin'}; beyond the 95 % interval: "
               f"{', '.join(signif) or 'none'}")
 
