@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from dvp.kernels.forest import (MISSING_NAN, MISSING_ZERO, Forest, _plain_rows, _raw_score, _raw_score_linear,
-                                _raw_score_missing, _tree_leaf_bounds, flatten_lightgbm)
+                                _rank_from_both_ends, _raw_score_missing, _tree_leaf_bounds, flatten_lightgbm)
 
 
 def _tiny():
@@ -216,6 +216,37 @@ def test_hand_worked_leaf_bounds(quantile, low, high):
     for X in (rows, np.tile(rows, (4, 1))):   # per-row kernel (NaN) and blocks of 8 plus the per-row rest
         np.testing.assert_array_equal(f.predict(X)[:5], want)
     np.testing.assert_array_equal(f.predict(rows[:4]), want[:4])   # the fast linear kernel alone
+
+
+@pytest.mark.parametrize("order", ["random", "ascending", "descending", "ties"])
+@pytest.mark.parametrize("k", [1, 2, 7, 101, 2000])
+def test_rank_from_both_ends_is_the_sorted_rank(order, k):
+    """The one-pass selection of the leaf bounds gives np.sort's values at ``rank`` and
+    ``k - 1 - rank`` for every rank the bounds use (0 ... (k - 1) / 2), whatever the
+    order of the values (a sorted leaf makes every value enter one heap), jitted and not."""
+    rng = np.random.default_rng(k)
+    v = {"random": rng.normal(size=k), "ascending": np.sort(rng.normal(size=k)),
+         "descending": -np.sort(rng.normal(size=k)), "ties": rng.integers(0, 3, k).astype(float)}[order]
+    want = np.sort(v)
+    ranks = sorted({0, 1, k // 100, k // 3, (k - 1) // 2} & set(range((k - 1) // 2 + 1)))
+    for rank in ranks:
+        for fn in (_rank_from_both_ends, _rank_from_both_ends.py_func):
+            assert fn(v, rank) == (want[rank], want[k - 1 - rank])
+
+
+def test_forest_from_compressed_coefficients():
+    """A linear forest built from (coef_ptr, coef_feature), coef_value is the one built from
+    per-leaf lists; a pointer that does not index the coefficients is refused."""
+    f = _tiny_linear(False)
+    g = Forest(f.feature, f.threshold, f.child, f.node_offset, f.depth, f.n_internal, f.leaf_value, f.leaf_offset,
+               f.n_features, leaf_const=f.leaf_const, leaf_features=(f.coef_ptr, f.coef_feature),
+               leaf_coeff=f.coef_value)
+    np.testing.assert_array_equal(g.predict(_TRAIN), f.predict(_TRAIN))
+    for bad in (f.coef_ptr[:-1], f.coef_ptr + 1, f.coef_ptr[::-1]):
+        with pytest.raises(ValueError, match="coef_ptr"):
+            Forest(f.feature, f.threshold, f.child, f.node_offset, f.depth, f.n_internal, f.leaf_value, f.leaf_offset,
+                   f.n_features, leaf_const=f.leaf_const, leaf_features=(bad, f.coef_feature),
+                   leaf_coeff=f.coef_value)
 
 
 def test_leaf_bounds_checks():

@@ -194,6 +194,65 @@ def _raw_score_missing(X, feature, threshold, child, missing, default_left, node
         out[r] = a
 
 
+@njit(inline="always")
+def _sift_down(heap, m):
+    """Restore the max-heap ``heap[:m]`` after its root was replaced."""
+    i = 0
+    x = heap[0]
+    while True:
+        c = 2 * i + 1
+        if c >= m:
+            break
+        if c + 1 < m and heap[c + 1] > heap[c]:
+            c += 1
+        if heap[c] <= x:
+            break
+        heap[i] = heap[c]
+        i = c
+    heap[i] = x
+
+
+@njit(cache=True)
+def _rank_from_both_ends(values, rank):
+    """``(low, high)``: the ``rank``-th smallest and ``rank``-th largest (0: the minimum and
+    maximum) of ``values`` (k,), ``0 <= rank < k``: the values ``np.sort(values)[rank]``
+    and ``np.sort(values)[k - 1 - rank]``, in one pass keeping the ``rank + 1`` smallest
+    and largest in two max-heaps (the largest negated). A value enters a heap only when it
+    beats that heap's root, so a pass costs about two comparisons per value where two
+    ``np.partition`` calls copy and reorder the whole leaf twice."""
+    k = values.shape[0]
+    m = rank + 1
+    small = np.empty(m)
+    large = np.empty(m)
+    for j in range(m):
+        small[j] = values[j]
+        large[j] = -values[j]
+    for j in range(m // 2 - 1, -1, -1):   # heapify: sift every parent down, last first
+        for heap in (small, large):
+            i = j
+            x = heap[i]
+            while True:
+                c = 2 * i + 1
+                if c >= m:
+                    break
+                if c + 1 < m and heap[c + 1] > heap[c]:
+                    c += 1
+                if heap[c] <= x:
+                    break
+                heap[i] = heap[c]
+                i = c
+            heap[i] = x
+    for j in range(m, k):
+        v = values[j]
+        if v < small[0]:
+            small[0] = v
+            _sift_down(small, m)
+        if -v < large[0]:
+            large[0] = -v
+            _sift_down(large, m)
+    return small[0], -large[0]
+
+
 @njit(cache=True)
 def _tree_leaf_bounds(X, plain, t, feature, threshold, child, missing, default_left, node_offset, depth, n_internal,
                       leaf_value, leaf_offset, leaf_const, coef_ptr, coef_feature, coef_value, no_low, no_high,
@@ -247,10 +306,8 @@ def _tree_leaf_bounds(X, plain, t, feature, threshold, child, missing, default_l
             for j in range(a + 1, b):
                 lo = min(lo, grouped[j])
                 hi = max(hi, grouped[j])
-        else:   # two selections instead of a sort
-            seg = grouped[a:b]
-            lo = np.partition(seg, rank)[rank]
-            hi = np.partition(seg, k - 1 - rank)[k - 1 - rank]
+        else:
+            lo, hi = _rank_from_both_ends(grouped[a:b], rank)
         low[first + i] = lo
         high[first + i] = hi
 
@@ -297,7 +354,10 @@ class Forest:
         Linear leaves: the constant term; ``leaf_value`` is then only the output when a
         feature of the leaf's linear model is NaN.
     leaf_features, leaf_coeff : sequence of sequences, length n_leaves, optional
-        Linear leaves: the features and coefficients of every leaf, in summation order.
+        Linear leaves: the features and coefficients of every leaf, in summation order;
+        or, as ``coef_ptr`` below, ``leaf_features = (coef_ptr, coef_feature)`` and
+        ``leaf_coeff = coef_value`` (what :func:`flatten_lightgbm` passes: no per-leaf
+        arrays).
 
     Attributes
     ----------
@@ -334,15 +394,27 @@ class Forest:
         self.default_left = np.ascontiguousarray(np.ones(n_nodes) if default_left is None else default_left, np.int8)
         self.linear = leaf_const is not None
         if self.linear:
-            if leaf_features is None or leaf_coeff is None or not len(leaf_features) == len(leaf_coeff) == n_leaves:
+            if leaf_features is None or leaf_coeff is None:
                 raise ValueError("linear leaves need leaf_const, leaf_features and leaf_coeff for every leaf")
             self.leaf_const = np.ascontiguousarray(leaf_const, np.float64)
-            counts = [len(f) for f in leaf_features]
-            if counts != [len(c) for c in leaf_coeff]:
-                raise ValueError("leaf_features and leaf_coeff differ in length")
-            self.coef_ptr = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
-            self.coef_feature = np.ascontiguousarray(np.concatenate([np.zeros(0), *leaf_features]), np.int32)
-            self.coef_value = np.ascontiguousarray(np.concatenate([np.zeros(0), *leaf_coeff]), np.float64)
+            if isinstance(leaf_features, tuple) and len(leaf_features) == 2 and isinstance(leaf_coeff, np.ndarray):
+                ptr, feats = leaf_features   # compressed: (coef_ptr, coef_feature), coef_value
+                self.coef_ptr = np.ascontiguousarray(ptr, np.int64)
+                self.coef_feature = np.ascontiguousarray(feats, np.int32)
+                self.coef_value = np.ascontiguousarray(leaf_coeff, np.float64)
+                p = self.coef_ptr
+                if len(p) != n_leaves + 1 or p[0] != 0 or np.any(np.diff(p) < 0) \
+                        or not p[-1] == len(self.coef_feature) == len(self.coef_value):
+                    raise ValueError("linear leaves: coef_ptr does not index coef_feature / coef_value")
+            else:
+                if leaf_features is None or leaf_coeff is None or not len(leaf_features) == len(leaf_coeff) == n_leaves:
+                    raise ValueError("linear leaves need leaf_const, leaf_features and leaf_coeff for every leaf")
+                counts = [len(f) for f in leaf_features]
+                if counts != [len(c) for c in leaf_coeff]:
+                    raise ValueError("leaf_features and leaf_coeff differ in length")
+                self.coef_ptr = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+                self.coef_feature = np.ascontiguousarray(np.concatenate([np.zeros(0), *leaf_features]), np.int32)
+                self.coef_value = np.ascontiguousarray(np.concatenate([np.zeros(0), *leaf_coeff]), np.float64)
         else:
             self.leaf_const = self.leaf_value
             self.coef_ptr = np.zeros(n_leaves + 1, np.int64)
@@ -552,7 +624,7 @@ def flatten_lightgbm(booster) -> Forest:
     if "average_output" in flags:
         raise ValueError("averaged tree outputs (boosting = rf) are not supported")
     feature, threshold, child, missing, default_left = [], [], [], [], []
-    leaf_value, leaf_const, leaf_features, leaf_coeff = [], [], [], []
+    leaf_value, leaf_const, coef_count, coef_feature, coef_value = [], [], [], [], []
     node_offset, depth, n_internal, leaf_offset = [], [], [], []
     linear = False
     n_nodes = n_leaves_all = 0
@@ -600,15 +672,12 @@ def flatten_lightgbm(booster) -> Forest:
             linear = True
             leaf_const.append(_numbers(tree, "leaf_const", np.float64, n_leaves))
             counts = _numbers(tree, "num_features", np.int64, n_leaves)
-            feats = _numbers(tree, "leaf_features", np.int64, int(counts.sum()))
-            coefs = _numbers(tree, "leaf_coeff", np.float64, int(counts.sum()))
-            cuts = np.cumsum(counts)[:-1]
-            leaf_features.extend(np.split(feats, cuts))
-            leaf_coeff.extend(np.split(coefs, cuts))
+            coef_count.append(counts)
+            coef_feature.append(_numbers(tree, "leaf_features", np.int64, int(counts.sum())))
+            coef_value.append(_numbers(tree, "leaf_coeff", np.float64, int(counts.sum())))
         else:
             leaf_const.append(values)
-            leaf_features.extend([np.zeros(0, np.int64)] * n_leaves)
-            leaf_coeff.extend([np.zeros(0)] * n_leaves)
+            coef_count.append(np.zeros(n_leaves, np.int64))
         feature.append(f)
         threshold.append(thr)
         missing.append(miss)
@@ -617,8 +686,9 @@ def flatten_lightgbm(booster) -> Forest:
         n_nodes += n_int + n_leaves
         n_leaves_all += n_leaves
     cat = (lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype))
-    lin = dict(leaf_const=cat(leaf_const, np.float64), leaf_features=leaf_features,
-               leaf_coeff=leaf_coeff) if linear else {}
+    ptr = np.concatenate([[0], np.cumsum(cat(coef_count, np.int64))])
+    lin = dict(leaf_const=cat(leaf_const, np.float64), leaf_features=(ptr, cat(coef_feature, np.int32)),
+               leaf_coeff=cat(coef_value, np.float64)) if linear else {}
     return Forest(cat(feature, np.int32), cat(threshold, np.float64), cat(child, np.int64), node_offset, depth,
                   n_internal, cat(leaf_value, np.float64), leaf_offset, int(header["max_feature_idx"]) + 1, transform,
                   missing=cat(missing, np.int8), default_left=cat(default_left, np.int8), **lin)
