@@ -3,7 +3,8 @@
 Usage::
 
     python benchmarks/bench_ml.py --gamma G_DL2 --proton P_DL2 [--figures DIR] [--threads 1] [--seed 0]
-        [--repeats 5] [--bootstrap 300]
+        [--repeats 5] [--speed-rounds 20] [--bootstrap 300] [--energy-weights intensity|none]
+        [--gammaness-weights intensity|none]
 
 G_DL2 / P_DL2 are DL2 product directories (``dvp dl1-to-dl2`` output) of simulated
 gammas and protons; ``make ml-data`` makes the ones in benchmarks/RESULTS.md.
@@ -29,10 +30,16 @@ dvp fast: its subset):
 
 All models train on one thread (``--threads``). Every model but the RandomForest (minutes)
 is fitted ``--repeats`` times in a row and timed by the median of its fits; the totals
-of each repeat and the ExtraTrees / dvp fast ratio of each are printed too. Telescope
-predictions are combined per array event the same way for every method (mean of log10 E
-and of gammaness, weighted by intensity); dvp is also shown with its default inverse-variance energy weights. The
-classifier's reconstructed-energy feature comes from dvp's energy model for every method
+of each repeat and the ExtraTrees / dvp fast ratio of each are printed too. Those
+repeats run one model after the other, minutes apart, so a shared machine that slows
+down meanwhile moves the ratio: ``--speed-rounds`` then times dvp fast against
+ExtraTrees interleaved, each round fitting all four models of both in alternating
+(ABBA) order, and prints the median and range of the per-round ratio. Telescope
+predictions are combined per array event the same way for every method: the mean of
+log10 E and of gammaness, by default both weighted by Hillas intensity
+(``--energy-weights``, ``--gammaness-weights``: ``none`` gives the unweighted mean,
+ctapipe ``StereoMeanCombiner``'s default and dvp's default for gammaness). dvp is also
+shown with its default inverse-variance energy weights. The classifier's reconstructed-energy feature comes from dvp's energy model for every method
 but dvp fast, so the classifier comparison isolates the classifier; AUC is binned by each
 method's own reconstructed energy (the events column counts dvp's bins). Prints
 per-energy-bin energy bias and resolution, ROC AUC, training times, dvp's prediction
@@ -54,6 +61,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -174,6 +182,35 @@ def train_all(kind, X, y, obs, ev, ml, threads, repeats):
     return out
 
 
+def et_fit(kind, X, y, threads, seed):
+    """``(predict, seconds to train, model)`` of ctapipe's ExtraTrees on ``X`` (NaN read as 0,
+    outside the timing, as in :func:`train_all`)."""
+    m = models(kind, threads, seed)["ctapipe"]
+    Xs = np.nan_to_num(X)
+    t0 = time.perf_counter()
+    if kind == "particle":
+        m.fit(Xs, y, sample_weight=class_weights(y))
+    else:
+        m.fit(Xs, y)
+    return None, time.perf_counter() - t0, m
+
+
+def interleaved_ratio(pairs, rounds):
+    """ExtraTrees / dvp fast training time measured ``rounds`` times, each round fitting
+    every model of both once (``pairs``: per model, the dvp fast fit and the ExtraTrees
+    fit, each returning ``(predict, seconds, model)``), in ABBA order so that a machine
+    slowing down or speeding up during the run weighs on both alike. Returns the per-round
+    totals ``(dvp fast seconds, ExtraTrees seconds)``."""
+    out = []
+    for r in range(rounds):
+        tot = [0.0, 0.0]
+        for i in ((0, 1) if r % 2 == 0 else (1, 0)):
+            for pair in pairs:
+                tot[i] += pair[i]()[1]
+        out.append(tuple(tot))
+    return np.array(out)
+
+
 def combine(obs, ev, tel, value, weight):
     order, starts = group_events(obs, ev, tel)
     mean, _, n = weighted_mean(starts, value[order], weight[order], np.zeros(len(value)), np.isfinite(value[order]))
@@ -193,8 +230,15 @@ def main():
                     "ml.energy.lightgbm.linear_tree=false (repeatable)")
     ap.add_argument("--repeats", type=int, default=5, help="fits of each model but the RandomForest "
                     "(default 5); training times are their medians")
+    ap.add_argument("--speed-rounds", type=int, default=20, help="rounds of the interleaved timing of dvp fast "
+                    "against ExtraTrees (default 20; 0: none): each round fits all four models of both, in "
+                    "alternating order; the ratio of each round is printed")
     ap.add_argument("--bootstrap", type=int, default=300, help="paired bootstrap resamplings of the test "
                     "events for the uncertainty of each difference to the baselines (default 300; 0: none)")
+    for kind in ("energy", "gammaness"):
+        ap.add_argument(f"--{kind}-weights", choices=("intensity", "none"), default="intensity",
+                        help=f"weights of every method's per-event mean of {kind} (default intensity; none: "
+                        "unweighted, as ctapipe's StereoMeanCombiner by default)")
     ap.add_argument("--fast-config", type=Path, default=FAST_CONFIG,
                     help="config of the 'dvp fast' column (default: configs/ml-fast.toml)")
     args = ap.parse_args()
@@ -205,6 +249,8 @@ def main():
         f", early_stopping_rounds={ml.early_stopping_rounds_for('energy')}; particle " + ", ".join(
         f"{k}={v}" for k, v in sorted(ml.lightgbm_for("particle").items())) +
         f", early_stopping_rounds={ml.early_stopping_rounds_for('particle')}")
+    print(f"per-event combination, every method: mean of log10 E weighted by {args.energy_weights}, "
+          f"of gammaness by {args.gammaness_weights}")
     espec = FeatureSpec.from_config(ml.energy, ml.derived)
     pspec = FeatureSpec.from_config(ml.particle, ml.derived)
     fespec = FeatureSpec.from_config(ml_f.energy, ml_f.derived)
@@ -215,7 +261,7 @@ def main():
     _warm_up(args.threads)
     types = sorted(set(gam) & set(pro))
     per_tel = {m: [] for m in METHODS}     # (obs, ev, tel, label, log10E_pred, gammaness, intensity, part, sigma)
-    timings, floors, fast_rows, fit_times = [], [], [], []
+    timings, floors, fast_rows, fit_times, speed_pairs = [], [], [], [], []
     for t in types:
         g, p = gam[t], pro[t]
         cols = {k: np.concatenate([g[k], p[k]]) for k in g if k in p}
@@ -257,6 +303,12 @@ def main():
         clf["dvp fast"] = repeated(lambda: dvp_fit("particle", Xpf[trpf], yp[trpf], obs2[trpf], cols[S.EVENT_ID][trpf],
                                                    ml_f, args.threads), args.repeats)
         assert not (ue & ~uef).any() and not (up & ~upf).any(), "dvp fast must predict every row the others do"
+        # the same fits again, for the interleaved timing (partial: this type's arrays, copied)
+        speed_pairs += [
+            (partial(dvp_fit, "energy", Xef[trf], ye[trf], obs2[trf], cols[S.EVENT_ID][trf], ml_f, args.threads),
+             partial(et_fit, "energy", Xe[tr], ye[tr], args.threads, ml.seed)),
+            (partial(dvp_fit, "particle", Xpf[trpf], yp[trpf], obs2[trpf], cols[S.EVENT_ID][trpf], ml_f, args.threads),
+             partial(et_fit, "particle", Xp[trp], yp[trp], args.threads, ml.seed))]
         table = None
         for m in METHODS:
             e_pred = np.full(n, np.nan)
@@ -311,6 +363,13 @@ def main():
           "total per repeat: " + ", ".join(f"{m} {v.min():.3f}-{v.max():.3f} s" for m, v in per_rep.items()) +
           "; ExtraTrees / dvp fast per repeat: " +
           ", ".join(f"{r:.2f}" for r in per_rep["ctapipe"] / per_rep["dvp fast"]))
+    if args.speed_rounds:
+        rt = interleaved_ratio(speed_pairs, args.speed_rounds)
+        ratio = rt[:, 1] / rt[:, 0]
+        print(f"interleaved timing, {args.speed_rounds} rounds of all four models of both (ABBA order): dvp fast "
+              f"median {np.median(rt[:, 0]):.3f} s, ExtraTrees median {np.median(rt[:, 1]):.3f} s; ExtraTrees / dvp "
+              f"fast per round: median {np.median(ratio):.2f}, range {ratio.min():.2f}-{ratio.max():.2f}, below 5 in "
+              f"{int(np.sum(ratio < 5))} of {len(ratio)}")
     print("dvp fast (" + str(args.fast_config) + "): training rows (E/P) and trees (E/P) per type: " + "; ".join(
         f"{t} {ne:,}/{np_:,}, {a}/{b}" for t, ne, np_, a, b in fast_rows))
     print("\n## LightGBM's fixed cost: constructing the training Dataset, before any tree\n")
@@ -326,8 +385,10 @@ def main():
         cat = [np.concatenate([x[i] for x in per_tel[m]]) for i in range(9)]
         obs, ev, tel, label, le, gp, inten, part, sig = cat
         test = part == 2
-        o, e, le_ev, n_e = combine(obs[test], ev[test], tel[test], le[test], inten[test])
-        _, _, g_ev, _ = combine(obs[test], ev[test], tel[test], gp[test], inten[test])
+        w_e, w_g = (inten[test] if w == "intensity" else np.ones(int(test.sum()))
+                    for w in (args.energy_weights, args.gammaness_weights))
+        o, e, le_ev, n_e = combine(obs[test], ev[test], tel[test], le[test], w_e)
+        _, _, g_ev, _ = combine(obs[test], ev[test], tel[test], gp[test], w_g)
         results[m] = (o, e, le_ev, g_ev)
         if m == "dvp":
             _, _, le_iv, _ = combine(obs[test], ev[test], tel[test], le[test], 1 / sig[test] ** 2)
