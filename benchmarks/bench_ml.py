@@ -39,8 +39,9 @@ predictions are combined per array event the same way for every method: the mean
 log10 E and of gammaness, by default both weighted by Hillas intensity
 (``--energy-weights``, ``--gammaness-weights``: ``none`` gives the unweighted mean,
 ctapipe ``StereoMeanCombiner``'s default and dvp's default for gammaness). dvp is also
-shown with its default inverse-variance energy weights. The classifier's reconstructed-energy feature comes from dvp's energy model for every method
-but dvp fast, so the classifier comparison isolates the classifier; AUC is binned by each
+shown with its default inverse-variance energy weights. The classifier's
+reconstructed-energy feature comes from dvp's energy model for every method but dvp
+fast, so the classifier comparison isolates the classifier; AUC is binned by each
 method's own reconstructed energy (the events column counts dvp's bins). Prints
 per-energy-bin energy bias and resolution, ROC AUC, training times, dvp's prediction
 speed and how many proton telescope events dvp's energy model puts outside the gamma
@@ -167,32 +168,25 @@ def train_all(kind, X, y, obs, ev, ml, threads, repeats):
                                for _ in range(3)) for k, p in (("dvp", params), ("coarse", coarse))}
     out["dvp"] = repeated(lambda: dvp_fit(kind, X, y, obs, ev, ml, threads), repeats)
     Xs = np.nan_to_num(X)
-    for name in ("ctapipe", "lstchain"):
-        def fit(name=name):
-            m = models(kind, threads, ml.seed)[name]
-            t0 = time.perf_counter()
-            if kind == "particle":
-                m.fit(Xs, y, sample_weight=w)
-                fn = (lambda Z, m=m: m.predict_proba(np.nan_to_num(Z))[:, 1])
-            else:
-                m.fit(Xs, y)
-                fn = (lambda Z, m=m: m.predict(np.nan_to_num(Z)))
-            return fn, time.perf_counter() - t0, m
-        out[name] = repeated(fit, repeats if name == "ctapipe" else 1)   # the RandomForest takes minutes
+    for name in ("ctapipe", "lstchain"):   # the RandomForest takes minutes: fitted once
+        out[name] = repeated(partial(sk_fit, kind, name, Xs, y, w, threads, ml.seed),
+                             repeats if name == "ctapipe" else 1)
     return out
 
 
-def et_fit(kind, X, y, threads, seed):
-    """``(predict, seconds to train, model)`` of ctapipe's ExtraTrees on ``X`` (NaN read as 0,
-    outside the timing, as in :func:`train_all`)."""
-    m = models(kind, threads, seed)["ctapipe"]
-    Xs = np.nan_to_num(X)
+def sk_fit(kind, name, Xs, y, w, threads, seed):
+    """``(predict function, seconds to train, model)`` of the scikit-learn baseline ``name``
+    (:func:`models`) on ``Xs`` (NaN already read as 0; the predict function does that to
+    its rows), weighted by ``w`` (particle)."""
+    m = models(kind, threads, seed)[name]
     t0 = time.perf_counter()
     if kind == "particle":
-        m.fit(Xs, y, sample_weight=class_weights(y))
+        m.fit(Xs, y, sample_weight=w)
+        fn = (lambda Z, m=m: m.predict_proba(np.nan_to_num(Z))[:, 1])
     else:
         m.fit(Xs, y)
-    return None, time.perf_counter() - t0, m
+        fn = (lambda Z, m=m: m.predict(np.nan_to_num(Z)))
+    return fn, time.perf_counter() - t0, m
 
 
 def interleaved_ratio(pairs, rounds):
@@ -306,9 +300,10 @@ def main():
         # the same fits again, for the interleaved timing (partial: this type's arrays, copied)
         speed_pairs += [
             (partial(dvp_fit, "energy", Xef[trf], ye[trf], obs2[trf], cols[S.EVENT_ID][trf], ml_f, args.threads),
-             partial(et_fit, "energy", Xe[tr], ye[tr], args.threads, ml.seed)),
+             partial(sk_fit, "energy", "ctapipe", np.nan_to_num(Xe[tr]), ye[tr], None, args.threads, ml.seed)),
             (partial(dvp_fit, "particle", Xpf[trpf], yp[trpf], obs2[trpf], cols[S.EVENT_ID][trpf], ml_f, args.threads),
-             partial(et_fit, "particle", Xp[trp], yp[trp], args.threads, ml.seed))]
+             partial(sk_fit, "particle", "ctapipe", np.nan_to_num(Xp[trp]), yp[trp], class_weights(yp[trp]),
+                     args.threads, ml.seed))]
         table = None
         for m in METHODS:
             e_pred = np.full(n, np.nan)
