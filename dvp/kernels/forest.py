@@ -195,10 +195,10 @@ def _raw_score_missing(X, feature, threshold, child, missing, default_left, node
 
 
 @njit(inline="always")
-def _sift_down(heap, m):
-    """Restore the max-heap ``heap[:m]`` after its root was replaced."""
-    i = 0
-    x = heap[0]
+def _sift_down(heap, i, m):
+    """Move ``heap[i]`` down the max-heap ``heap[:m]`` until no child is larger (after the
+    root was replaced, or to heapify)."""
+    x = heap[i]
     while True:
         c = 2 * i + 1
         if c >= m:
@@ -228,28 +228,16 @@ def _rank_from_both_ends(values, rank):
         small[j] = values[j]
         large[j] = -values[j]
     for j in range(m // 2 - 1, -1, -1):   # heapify: sift every parent down, last first
-        for heap in (small, large):
-            i = j
-            x = heap[i]
-            while True:
-                c = 2 * i + 1
-                if c >= m:
-                    break
-                if c + 1 < m and heap[c + 1] > heap[c]:
-                    c += 1
-                if heap[c] <= x:
-                    break
-                heap[i] = heap[c]
-                i = c
-            heap[i] = x
+        _sift_down(small, j, m)
+        _sift_down(large, j, m)
     for j in range(m, k):
         v = values[j]
         if v < small[0]:
             small[0] = v
-            _sift_down(small, m)
+            _sift_down(small, 0, m)
         if -v < large[0]:
             large[0] = -v
-            _sift_down(large, m)
+            _sift_down(large, 0, m)
     return small[0], -large[0]
 
 
