@@ -38,7 +38,7 @@ ExtraTrees interleaved, each round fitting all four models of both in alternatin
 predictions are combined per array event the same way for every method: the mean of
 log10 E and of gammaness, by default both weighted by Hillas intensity
 (``--energy-weights``, ``--gammaness-weights``: ``none`` gives the unweighted mean,
-ctapipe ``StereoMeanCombiner``'s default and dvp's default for gammaness). dvp is also
+ctapipe ``StereoMeanCombiner``'s default; intensity is dvp's default for gammaness). dvp is also
 shown with its default inverse-variance energy weights. The classifier's
 reconstructed-energy feature comes from dvp's energy model for every method but dvp
 fast, so the classifier comparison isolates the classifier; AUC is binned by each
@@ -232,7 +232,7 @@ def main():
     for kind in ("energy", "gammaness"):
         ap.add_argument(f"--{kind}-weights", choices=("intensity", "none"), default="intensity",
                         help=f"weights of every method's per-event mean of {kind} (default intensity; none: "
-                        "unweighted, as ctapipe's StereoMeanCombiner by default)")
+                        "unweighted, ctapipe StereoMeanCombiner's default)")
     ap.add_argument("--fast-config", type=Path, default=FAST_CONFIG,
                     help="config of the 'dvp fast' column (default: configs/ml-fast.toml)")
     args = ap.parse_args()

@@ -276,7 +276,7 @@ def apply_models(
     models: List[Path] = typer.Option(..., "--models", "-m", help="Model-set directory from dvp train, or a directory holding several (energy and particle); repeatable"),
     output: Path = typer.Option(..., "--output", "-o", help="DL2 product directory to create"),
     energy_weights: Optional[str] = typer.Option(None, help="Combine telescope energies weighted by inverse_variance, intensity, aspect_weighted_intensity or none (default: the model set's)"),
-    gammaness_weights: Optional[str] = typer.Option(None, help="Combine telescope gammaness weighted by none, intensity or aspect_weighted_intensity (default: the model set's)"),
+    gammaness_weights: Optional[str] = typer.Option(None, help="Combine telescope gammaness weighted by intensity, none or aspect_weighted_intensity (default: the model set's)"),
     overwrite: bool = typer.Option(False, help="Replace OUTPUT if it exists (only once the new one is complete)"),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Local worker processes (default: all cores); with --scheduler local, the Dask workers"),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Run the tasks on a Dask cluster: its scheduler address (tcp://host:8786), or 'local' to start a LocalCluster"),

@@ -421,9 +421,14 @@ def test_apply_output_is_a_complete_product(trained):
     tel = pl.read_parquet(out / "dl2_telescopes" / "*.parquet")
     ev = pl.read_parquet(out / "dl2" / "*.parquet")
     # the event value is the weighted mean of the valid telescope values (inverse variance
-    # for energy, none for gammaness): recompute the gammaness from the telescope column
-    g = (tel.filter(pl.col(S.TEL_GAMMANESS_IS_VALID)).group_by(S.OBS_ID, S.EVENT_ID)
-         .agg(pl.col(S.TEL_GAMMANESS).mean().alias("g"), pl.len().alias("n")))
+    # for energy, Hillas intensity for gammaness): recompute the gammaness from the
+    # telescope column and the DL1 intensity
+    inten = pl.read_parquet(out / "dl1" / "*" / "*.parquet", hive_partitioning=False,
+                            columns=[S.OBS_ID, S.EVENT_ID, S.TEL_ID, S.HILLAS_INTENSITY])
+    g = (tel.filter(pl.col(S.TEL_GAMMANESS_IS_VALID)).join(inten, on=[S.OBS_ID, S.EVENT_ID, S.TEL_ID])
+         .group_by(S.OBS_ID, S.EVENT_ID)
+         .agg(((pl.col(S.TEL_GAMMANESS) * pl.col(S.HILLAS_INTENSITY)).sum() / pl.col(S.HILLAS_INTENSITY).sum())
+              .alias("g"), pl.len().alias("n")))
     j = ev.join(g, on=[S.OBS_ID, S.EVENT_ID], how="inner")
     assert j.height == ev.filter(pl.col(S.GAMMANESS_IS_VALID)).height > 0
     np.testing.assert_allclose(j[S.GAMMANESS].to_numpy(), j["g"].to_numpy(), rtol=1e-12)
