@@ -38,7 +38,8 @@ ExtraTrees interleaved, each round fitting all four models of both in alternatin
 predictions are combined per array event the same way for every method: the mean of
 log10 E and of gammaness, by default both weighted by Hillas intensity
 (``--energy-weights``, ``--gammaness-weights``: ``none`` gives the unweighted mean,
-ctapipe ``StereoMeanCombiner``'s default; intensity is dvp's default for gammaness). dvp is also
+ctapipe ``StereoMeanCombiner``'s default, ``aspect_weighted_intensity`` intensity × length
+/ width; intensity is dvp's default for gammaness). dvp is also
 shown with its default inverse-variance energy weights. The classifier's
 reconstructed-energy feature comes from dvp's energy model for every method but dvp
 fast, so the classifier comparison isolates the classifier; AUC is binned by each
@@ -81,6 +82,7 @@ from dvp.ml.metrics import bias_resolution, roc_auc  # noqa: E402
 from dvp.ml.model import (_lgb, _train_one, class_weights, early_stopping_holdout, leaf_bounds,  # noqa: E402
                           lightgbm_params, sigma_table)
 from dvp.ml.split import group_sample, group_uniform  # noqa: E402
+from dvp.stages.dl2_models import combination_weights  # noqa: E402
 
 E_EDGES = np.array([0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0])
 METHODS = ("dvp", "dvp fast", "ctapipe", "lstchain")
@@ -230,9 +232,10 @@ def main():
     ap.add_argument("--bootstrap", type=int, default=300, help="paired bootstrap resamplings of the test "
                     "events for the uncertainty of each difference to the baselines (default 300; 0: none)")
     for kind in ("energy", "gammaness"):
-        ap.add_argument(f"--{kind}-weights", choices=("intensity", "none"), default="intensity",
-                        help=f"weights of every method's per-event mean of {kind} (default intensity; none: "
-                        "unweighted, ctapipe StereoMeanCombiner's default)")
+        ap.add_argument(f"--{kind}-weights", choices=("intensity", "none", "aspect_weighted_intensity"),
+                        default="intensity", help=f"weights of every method's per-event mean of {kind} (default "
+                        "intensity; none: unweighted, ctapipe StereoMeanCombiner's default; "
+                        "aspect_weighted_intensity: intensity x length / width, as dvp apply-models)")
     ap.add_argument("--fast-config", type=Path, default=FAST_CONFIG,
                     help="config of the 'dvp fast' column (default: configs/ml-fast.toml)")
     args = ap.parse_args()
@@ -254,7 +257,8 @@ def main():
     print(f"loaded features in {time.perf_counter() - t0:.1f} s")
     _warm_up(args.threads)
     types = sorted(set(gam) & set(pro))
-    per_tel = {m: [] for m in METHODS}     # (obs, ev, tel, label, log10E_pred, gammaness, intensity, part, sigma)
+    # (obs, ev, tel, label, log10E_pred, gammaness, intensity, part, sigma, aspect-weighted intensity)
+    per_tel = {m: [] for m in METHODS}
     timings, floors, fast_rows, fit_times, speed_pairs = [], [], [], [], []
     for t in types:
         g, p = gam[t], pro[t]
@@ -314,7 +318,8 @@ def main():
                 table = sigma_table(e_pred[tr] - ye[tr], log_int[tr])
             per_tel[m].append((obs2, cols[S.EVENT_ID], cols[S.TEL_ID],
                                cols["label"], e_pred, g_pred, cols[S.HILLAS_INTENSITY], part,
-                               np.interp(log_int, table["log10_intensity"], table["sigma_log10"])))
+                               np.interp(log_int, table["log10_intensity"], table["sigma_log10"]),
+                               combination_weights("aspect_weighted_intensity", cols)))
         # the gamma energy model on protons: linear leaves extrapolate unless bounded
         b_e, b_p = reg["dvp"][2], clf["dvp"][2]
         pr = ue & (cols["label"] == 0)
@@ -377,11 +382,12 @@ def main():
     print(f"| **total** | | | **{ftot[0]:.3f}** | **{ftot[1]:.3f}** | **{ftot[2]:.3f}** | **{ftot[2] / 5:.3f}** |")
     results = {}
     for m in METHODS:
-        cat = [np.concatenate([x[i] for x in per_tel[m]]) for i in range(9)]
-        obs, ev, tel, label, le, gp, inten, part, sig = cat
+        cat = [np.concatenate([x[i] for x in per_tel[m]]) for i in range(10)]
+        obs, ev, tel, label, le, gp, inten, part, sig, aspect = cat
         test = part == 2
-        w_e, w_g = (inten[test] if w == "intensity" else np.ones(int(test.sum()))
-                    for w in (args.energy_weights, args.gammaness_weights))
+        weights = {"intensity": inten[test], "none": np.ones(int(test.sum())),
+                   "aspect_weighted_intensity": aspect[test]}
+        w_e, w_g = weights[args.energy_weights], weights[args.gammaness_weights]
         o, e, le_ev, n_e = combine(obs[test], ev[test], tel[test], le[test], w_e)
         _, _, g_ev, _ = combine(obs[test], ev[test], tel[test], gp[test], w_g)
         results[m] = (o, e, le_ev, g_ev)
