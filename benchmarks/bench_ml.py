@@ -3,8 +3,9 @@
 Usage::
 
     python benchmarks/bench_ml.py --gamma G_DL2 --proton P_DL2 [--figures DIR] [--threads 1] [--seed 0]
-        [--repeats 5] [--speed-rounds 20] [--bootstrap 300] [--energy-weights intensity|none]
-        [--gammaness-weights intensity|none]
+        [--repeats 5] [--speed-rounds 20] [--bootstrap 300]
+        [--energy-weights intensity|none|aspect_weighted_intensity]
+        [--gammaness-weights intensity|none|aspect_weighted_intensity]
 
 G_DL2 / P_DL2 are DL2 product directories (``dvp dl1-to-dl2`` output) of simulated
 gammas and protons; ``make ml-data`` makes the ones in benchmarks/RESULTS.md.
