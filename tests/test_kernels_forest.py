@@ -235,18 +235,22 @@ def test_rank_from_both_ends_is_the_sorted_rank(order, k):
 
 
 def test_forest_from_compressed_coefficients():
-    """A linear forest built from (coef_ptr, coef_feature), coef_value is the one built from
-    per-leaf lists; a pointer that does not index the coefficients is refused."""
+    """A linear forest built from coef_ptr, coef_feature, coef_value is the one built from
+    per-leaf lists; a pointer that does not index the coefficients, or both forms at
+    once, is refused."""
     f = _tiny_linear(False)
-    g = Forest(f.feature, f.threshold, f.child, f.node_offset, f.depth, f.n_internal, f.leaf_value, f.leaf_offset,
-               f.n_features, leaf_const=f.leaf_const, leaf_features=(f.coef_ptr, f.coef_feature),
-               leaf_coeff=f.coef_value)
+    layout = (f.feature, f.threshold, f.child, f.node_offset, f.depth, f.n_internal, f.leaf_value, f.leaf_offset,
+              f.n_features)
+    g = Forest(*layout, leaf_const=f.leaf_const, coef_ptr=f.coef_ptr, coef_feature=f.coef_feature,
+               coef_value=f.coef_value)
     np.testing.assert_array_equal(g.predict(_TRAIN), f.predict(_TRAIN))
     for bad in (f.coef_ptr[:-1], f.coef_ptr + 1, f.coef_ptr[::-1]):
-        with pytest.raises(ValueError, match="coef_ptr"):
-            Forest(f.feature, f.threshold, f.child, f.node_offset, f.depth, f.n_internal, f.leaf_value, f.leaf_offset,
-                   f.n_features, leaf_const=f.leaf_const, leaf_features=(bad, f.coef_feature),
-                   leaf_coeff=f.coef_value)
+        with pytest.raises(ValueError, match="coef_ptr does not index"):
+            Forest(*layout, leaf_const=f.leaf_const, coef_ptr=bad, coef_feature=f.coef_feature,
+                   coef_value=f.coef_value)
+    with pytest.raises(ValueError, match="or leaf_features"):
+        Forest(*layout, leaf_const=f.leaf_const, coef_ptr=f.coef_ptr, coef_feature=f.coef_feature,
+               coef_value=f.coef_value, leaf_features=[[0]] * 5, leaf_coeff=[[1.0]] * 5)
 
 
 def test_leaf_bounds_checks():

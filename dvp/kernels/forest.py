@@ -342,10 +342,11 @@ class Forest:
         Linear leaves: the constant term; ``leaf_value`` is then only the output when a
         feature of the leaf's linear model is NaN.
     leaf_features, leaf_coeff : sequence of sequences, length n_leaves, optional
-        Linear leaves: the features and coefficients of every leaf, in summation order;
-        or, as ``coef_ptr`` below, ``leaf_features = (coef_ptr, coef_feature)`` and
-        ``leaf_coeff = coef_value`` (what :func:`flatten_lightgbm` passes: no per-leaf
-        arrays).
+        Linear leaves: the features and coefficients of every leaf, in summation order.
+    coef_ptr, coef_feature, coef_value : array_like, optional
+        Linear leaves, instead of ``leaf_features`` and ``leaf_coeff``: the same,
+        compressed as the attributes below (what :func:`flatten_lightgbm` passes: no
+        per-leaf arrays).
 
     Attributes
     ----------
@@ -365,7 +366,8 @@ class Forest:
 
     def __init__(self, feature, threshold, child, node_offset, depth, n_internal, leaf_value, leaf_offset,
                  n_features, transform="identity", init=0.0, *, missing=None, default_left=None,
-                 leaf_const=None, leaf_features=None, leaf_coeff=None):
+                 leaf_const=None, leaf_features=None, leaf_coeff=None, coef_ptr=None, coef_feature=None,
+                 coef_value=None):
         self.feature = np.ascontiguousarray(feature, np.int32)
         self.threshold = np.ascontiguousarray(threshold, np.float64)
         self.child = np.ascontiguousarray(child, np.int64)
@@ -382,14 +384,14 @@ class Forest:
         self.default_left = np.ascontiguousarray(np.ones(n_nodes) if default_left is None else default_left, np.int8)
         self.linear = leaf_const is not None
         if self.linear:
-            if leaf_features is None or leaf_coeff is None:
-                raise ValueError("linear leaves need leaf_const, leaf_features and leaf_coeff for every leaf")
             self.leaf_const = np.ascontiguousarray(leaf_const, np.float64)
-            if isinstance(leaf_features, tuple) and len(leaf_features) == 2 and isinstance(leaf_coeff, np.ndarray):
-                ptr, feats = leaf_features   # compressed: (coef_ptr, coef_feature), coef_value
-                self.coef_ptr = np.ascontiguousarray(ptr, np.int64)
-                self.coef_feature = np.ascontiguousarray(feats, np.int32)
-                self.coef_value = np.ascontiguousarray(leaf_coeff, np.float64)
+            if coef_ptr is not None:
+                if coef_feature is None or coef_value is None or leaf_features is not None or leaf_coeff is not None:
+                    raise ValueError("linear leaves: give coef_ptr, coef_feature and coef_value, or leaf_features "
+                                     "and leaf_coeff")
+                self.coef_ptr = np.ascontiguousarray(coef_ptr, np.int64)
+                self.coef_feature = np.ascontiguousarray(coef_feature, np.int32)
+                self.coef_value = np.ascontiguousarray(coef_value, np.float64)
                 p = self.coef_ptr
                 if len(p) != n_leaves + 1 or p[0] != 0 or np.any(np.diff(p) < 0) \
                         or not p[-1] == len(self.coef_feature) == len(self.coef_value):
@@ -675,8 +677,8 @@ def flatten_lightgbm(booster) -> Forest:
         n_leaves_all += n_leaves
     cat = (lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype))
     ptr = np.concatenate([[0], np.cumsum(cat(coef_count, np.int64))])
-    lin = dict(leaf_const=cat(leaf_const, np.float64), leaf_features=(ptr, cat(coef_feature, np.int32)),
-               leaf_coeff=cat(coef_value, np.float64)) if linear else {}
+    lin = dict(leaf_const=cat(leaf_const, np.float64), coef_ptr=ptr, coef_feature=cat(coef_feature, np.int32),
+               coef_value=cat(coef_value, np.float64)) if linear else {}
     return Forest(cat(feature, np.int32), cat(threshold, np.float64), cat(child, np.int64), node_offset, depth,
                   n_internal, cat(leaf_value, np.float64), leaf_offset, int(header["max_feature_idx"]) + 1, transform,
                   missing=cat(missing, np.int8), default_left=cat(default_left, np.int8), **lin)
