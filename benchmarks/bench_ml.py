@@ -32,7 +32,7 @@ dvp fast: its subset):
 All models train on one thread (``--threads``). Every model but the RandomForest (minutes)
 is fitted ``--repeats`` times in a row and timed by the median of its fits; the totals
 of each repeat and the ExtraTrees / dvp fast ratio of each are printed too. Those
-repeats run one model after the other, minutes apart, so a shared machine that slows
+repeats run one model after the other, over a minute apart, so a shared machine that slows
 down meanwhile moves the ratio: ``--speed-rounds`` then times dvp fast against
 ExtraTrees interleaved, each round fitting all four models of both in alternating
 (ABBA) order, and prints the median and range of the per-round ratio. Telescope
