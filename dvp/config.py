@@ -646,24 +646,22 @@ def _ml(raw: Mapping, source: str) -> MLConfig:
             else:
                 q = QualityQuery(q.criteria, q.source, "ml", names)
             lgbm = {**m.lightgbm, **_lightgbm_table(value.get("lightgbm", {}), f"{where}.lightgbm")}
-            rounds = {}
-            for rk in ("max_rounds", "early_stopping_rounds"):
-                rv = value.get(rk, getattr(m, rk))
-                if rv is not None and (isinstance(rv, bool) or not isinstance(rv, int) or rv < (rk == "max_rounds")):
-                    raise ConfigError(f"{where}.{rk}: expected a {'positive' if rk == 'max_rounds' else 'non-negative'} "
-                                      f"int, got {rv!r}")
-                rounds[rk] = rv
-            cap = value.get("max_telescope_events", m.max_telescope_events)
-            if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 0):
-                raise ConfigError(f"{where}.max_telescope_events: expected a non-negative int (0: all), got {cap!r}")
+            counts = {}   # this kind's integer settings (None: [ml]'s), each with its least value
+            for ck, least, note in (("max_rounds", 1, ""), ("early_stopping_rounds", 0, ""),
+                                    ("max_telescope_events", 0, " (0: all)")):
+                cv = value.get(ck, getattr(m, ck))
+                if cv is not None and (isinstance(cv, bool) or not isinstance(cv, int) or cv < least):
+                    raise ConfigError(f"{where}.{ck}: expected a {'positive' if least else 'non-negative'} "
+                                      f"int{note}, got {cv!r}")
+                counts[ck] = cv
             clip = value.get("linear_leaf_clip", m.linear_leaf_clip)
             if clip is False:
                 clip = None
             elif clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float))
                                        or not 0.0 <= clip < 0.5):
                 raise ConfigError(f"{where}.linear_leaf_clip: expected false or a fraction in [0, 0.5), got {clip!r}")
-            kwargs[key] = ModelConfig(key, tuple(feats), w, q, MappingProxyType(lgbm), **rounds,
-                                      max_telescope_events=cap, linear_leaf_clip=None if clip is None else float(clip))
+            kwargs[key] = ModelConfig(key, tuple(feats), w, q, MappingProxyType(lgbm), **counts,
+                                      linear_leaf_clip=None if clip is None else float(clip))
         else:
             known = ", ".join(["derived", "lightgbm", "energy", "particle", *_ML_SCALARS])
             raise ConfigError(f"{source}: unknown key 'ml.{key}' (known: {known})")
