@@ -156,8 +156,9 @@ def dvp_fit(kind, X, y, obs, ev, ml, threads):
 
 def train_all(kind, X, y, obs, ev, ml, threads, repeats):
     """{method: (predict function, median seconds to train, model, every fit's seconds)}
-    on the same rows (the RandomForest fitted once, the others ``repeats`` times), and
-    {"dataset dvp" / "dataset coarse": seconds to construct LightGBM's training Dataset}."""
+    on the same rows (the RandomForest fitted once, the others ``repeats`` times),
+    {"dataset dvp" / "dataset coarse": seconds to construct LightGBM's training Dataset}
+    and {"fit ctapipe": the ExtraTrees fit itself, for the interleaved timing}."""
     lgb = _lgb()
     params = dict(lightgbm_params(kind, ml), num_threads=threads)
     w = class_weights(y) if kind == "particle" else np.ones(len(y))
@@ -172,8 +173,8 @@ def train_all(kind, X, y, obs, ev, ml, threads, repeats):
     out["dvp"] = repeated(lambda: dvp_fit(kind, X, y, obs, ev, ml, threads), repeats)
     Xs = np.nan_to_num(X)
     for name in ("ctapipe", "lstchain"):   # the RandomForest takes minutes: fitted once
-        out[name] = repeated(partial(sk_fit, kind, name, Xs, y, w, threads, ml.seed),
-                             repeats if name == "ctapipe" else 1)
+        out[f"fit {name}"] = partial(sk_fit, kind, name, Xs, y, w, threads, ml.seed)
+        out[name] = repeated(out[f"fit {name}"], repeats if name == "ctapipe" else 1)
     return out
 
 
@@ -292,23 +293,20 @@ def main():
         fcols = dict(cols)
         Xef, uef = fespec.matrix(fespec.environment(fcols), n)
         trf = group_sample(obs2, cols[S.EVENT_ID], tr & uef, ml_f.max_telescope_events_for("energy"), args.seed)
-        reg["dvp fast"] = repeated(lambda: dvp_fit("energy", Xef[trf], ye[trf], obs2[trf], cols[S.EVENT_ID][trf], ml_f,
-                                                   args.threads), args.repeats)
+        fit_fast = {"energy": partial(dvp_fit, "energy", Xef[trf], ye[trf], obs2[trf], cols[S.EVENT_ID][trf], ml_f,
+                                      args.threads)}
+        reg["dvp fast"] = repeated(fit_fast["energy"], args.repeats)
         lef = np.full(n, np.nan)
         lef[uef] = reg["dvp fast"][0](Xef[uef])
         fcols[S.RECO_ENERGY] = 10 ** lef
         Xpf, upf = fpspec.matrix(fpspec.environment(fcols), n)
         trpf = group_sample(obs2, cols[S.EVENT_ID], trp & upf, ml_f.max_telescope_events_for("particle"), args.seed)
-        clf["dvp fast"] = repeated(lambda: dvp_fit("particle", Xpf[trpf], yp[trpf], obs2[trpf], cols[S.EVENT_ID][trpf],
-                                                   ml_f, args.threads), args.repeats)
+        fit_fast["particle"] = partial(dvp_fit, "particle", Xpf[trpf], yp[trpf], obs2[trpf], cols[S.EVENT_ID][trpf],
+                                       ml_f, args.threads)
+        clf["dvp fast"] = repeated(fit_fast["particle"], args.repeats)
         assert not (ue & ~uef).any() and not (up & ~upf).any(), "dvp fast must predict every row the others do"
-        # the same fits again, for the interleaved timing (partial: this type's arrays, copied)
-        speed_pairs += [
-            (partial(dvp_fit, "energy", Xef[trf], ye[trf], obs2[trf], cols[S.EVENT_ID][trf], ml_f, args.threads),
-             partial(sk_fit, "energy", "ctapipe", np.nan_to_num(Xe[tr]), ye[tr], None, args.threads, ml.seed)),
-            (partial(dvp_fit, "particle", Xpf[trpf], yp[trpf], obs2[trpf], cols[S.EVENT_ID][trpf], ml_f, args.threads),
-             partial(sk_fit, "particle", "ctapipe", np.nan_to_num(Xp[trp]), yp[trp], class_weights(yp[trp]),
-                     args.threads, ml.seed))]
+        # the same fits again, for the interleaved timing
+        speed_pairs += [(fit_fast["energy"], reg["fit ctapipe"]), (fit_fast["particle"], clf["fit ctapipe"])]
         table = None
         for m in METHODS:
             e_pred = np.full(n, np.nan)
