@@ -61,6 +61,32 @@ def test_equals_lightgbm(objective):
     np.testing.assert_array_equal(f.predict(Xt.astype(np.float64)), f.predict(Xt))
 
 
+@pytest.mark.parametrize("objective,linear", [("regression", False), ("binary", False), ("regression", True)])
+def test_random_forest_mode_equals_lightgbm(objective, linear):
+    # boosting = rf: LightGBM averages the trees (each holding the initial score); the
+    # kernel sums them in the same order and divides, as LightGBM does
+    import lightgbm as lgb
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(3000, 5))
+    X[rng.random(X.shape) < 0.02] = np.nan   # the per-row kernel averages too
+    y = np.nan_to_num(X[:, 0]) * 2 + np.sin(3 * np.nan_to_num(X[:, 1])) + 0.1 * rng.normal(size=3000) + 5.0
+    if objective == "binary":
+        y = (y > 5.5).astype(float)
+    params = dict(objective=objective, boosting="rf", bagging_fraction=0.632, bagging_freq=1, feature_fraction=0.6,
+                  num_leaves=63, linear_tree=linear, verbosity=-1, seed=0, deterministic=True, num_threads=1)
+    b = lgb.train(params, lgb.Dataset(X, y), 12)
+    f = flatten_lightgbm(b)
+    assert f.average and f.n_trees == 12
+    Xt = rng.normal(size=(2001, 5))
+    Xt[rng.random(Xt.shape) < 0.02] = np.nan
+    ref = b.predict(Xt)
+    if objective == "regression":
+        np.testing.assert_array_equal(f.predict(Xt), ref)
+        assert abs(np.mean(ref) - 5.0) < 0.5   # the mean of the trees, not their sum (12 x 5)
+    else:
+        np.testing.assert_allclose(f.predict(Xt), ref, rtol=1e-14)
+
+
 def test_single_leaf_trees():
     import lightgbm as lgb
     X = np.zeros((50, 2))
@@ -389,7 +415,6 @@ def test_linear_trees_in_a_model_file_are_not_ignored():
 
 @pytest.mark.parametrize("params,message", [
     (dict(objective="regression", reg_sqrt=True), "reg_sqrt"),
-    (dict(objective="regression", boosting="rf", bagging_fraction=0.5, bagging_freq=1), "boosting = rf"),
     (dict(objective="multiclass", num_class=3), "objective"),
     (dict(objective="poisson"), "objective"),
     (dict(objective="binary", sigmoid=2.0), "sigmoid"),

@@ -322,7 +322,8 @@ class Forest:
     (feature 0, threshold +inf). ``child[2 j]``/``child[2 j + 1]`` are node ``j``'s
     left/right children (tree-local numbers); ``depth[t]`` is the longest root-to-leaf
     path; leaf ``i`` of tree ``t`` has value ``leaf_value[leaf_offset[t] + i]``.
-    ``transform`` is ``"identity"`` or ``"sigmoid"`` (binary classification).
+    ``transform`` is ``"identity"`` or ``"sigmoid"`` (binary classification), applied to the
+    sum of the trees or, with ``average`` (LightGBM's ``boosting = rf``), to their mean.
 
     Parameters
     ----------
@@ -334,6 +335,10 @@ class Forest:
     transform : {"identity", "sigmoid"}
     init : float
         Added to every raw score.
+    average : bool
+        The raw score is the mean of the tree outputs, not their sum: LightGBM's random
+        forest mode (``boosting = rf``, ``average_output`` in its model file), whose trees
+        carry the initial score in their leaves. ``init`` is then added before the division.
     missing : array_like of int, shape (n_nodes,), optional
         Per node: ``MISSING_NONE`` (default), ``MISSING_ZERO`` or ``MISSING_NAN``.
     default_left : array_like of bool, shape (n_nodes,), optional
@@ -365,7 +370,7 @@ class Forest:
     """
 
     def __init__(self, feature, threshold, child, node_offset, depth, n_internal, leaf_value, leaf_offset,
-                 n_features, transform="identity", init=0.0, *, missing=None, default_left=None,
+                 n_features, transform="identity", init=0.0, *, average=False, missing=None, default_left=None,
                  leaf_const=None, leaf_features=None, leaf_coeff=None, coef_ptr=None, coef_feature=None,
                  coef_value=None):
         self.feature = np.ascontiguousarray(feature, np.int32)
@@ -379,6 +384,7 @@ class Forest:
         self.n_features = int(n_features)
         self.transform = transform
         self.init = float(init)
+        self.average = bool(average)
         n_nodes, n_leaves = len(self.feature), len(self.leaf_value)
         self.missing = np.ascontiguousarray(np.zeros(n_nodes) if missing is None else missing, np.int8)
         self.default_left = np.ascontiguousarray(np.ones(n_nodes) if default_left is None else default_left, np.int8)
@@ -549,6 +555,8 @@ class Forest:
             part = np.empty(len(out) - len(part))
             self._raw_missing(X[~plain], part)
             out[~plain] = part
+        if self.average and self.n_trees:   # LightGBM's order: the sum, then divided by the trees
+            out /= self.n_trees
         if self.transform == "sigmoid":
             out = 1.0 / (1.0 + np.exp(-out))
         return out
@@ -595,7 +603,7 @@ def flatten_lightgbm(booster) -> Forest:
     ValueError
         For models this kernel cannot evaluate: categorical splits, objectives other
         than regression (without ``reg_sqrt``) and binary with ``sigmoid`` 1, more than
-        one tree per iteration, averaged outputs (``boosting = rf``).
+        one tree per iteration.
     """
     header, flags, trees = _model_text(booster)
     objective = header.get("objective", "regression").split()
@@ -611,8 +619,6 @@ def flatten_lightgbm(booster) -> Forest:
         raise ValueError(f"objective {header.get('objective')!r} is not supported")
     if int(header.get("num_tree_per_iteration", 1)) != 1:
         raise ValueError("models with more than one tree per iteration are not supported")
-    if "average_output" in flags:
-        raise ValueError("averaged tree outputs (boosting = rf) are not supported")
     feature, threshold, child, missing, default_left = [], [], [], [], []
     leaf_value, leaf_const, coef_count, coef_feature, coef_value = [], [], [], [], []
     node_offset, depth, n_internal, leaf_offset = [], [], [], []
@@ -681,4 +687,4 @@ def flatten_lightgbm(booster) -> Forest:
                coef_value=cat(coef_value, np.float64)) if linear else {}
     return Forest(cat(feature, np.int32), cat(threshold, np.float64), cat(child, np.int64), node_offset, depth,
                   n_internal, cat(leaf_value, np.float64), leaf_offset, int(header["max_feature_idx"]) + 1, transform,
-                  missing=cat(missing, np.int8), default_left=cat(default_left, np.int8), **lin)
+                  average="average_output" in flags, missing=cat(missing, np.int8), default_left=cat(default_left, np.int8), **lin)
