@@ -687,4 +687,5 @@ def flatten_lightgbm(booster) -> Forest:
                coef_value=cat(coef_value, np.float64)) if linear else {}
     return Forest(cat(feature, np.int32), cat(threshold, np.float64), cat(child, np.int64), node_offset, depth,
                   n_internal, cat(leaf_value, np.float64), leaf_offset, int(header["max_feature_idx"]) + 1, transform,
-                  average="average_output" in flags, missing=cat(missing, np.int8), default_left=cat(default_left, np.int8), **lin)
+                  average="average_output" in flags, missing=cat(missing, np.int8),
+                  default_left=cat(default_left, np.int8), **lin)
