@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import polars as pl
@@ -497,6 +499,46 @@ def test_mismatched_features_fail_cleanly(trained, ml_products, tmp_path):
     assert code == 1 and "not a dvp model set" in msg
     code, msg = _run("train", "particle", "--signal", g, "-o", tmp_path / "m")
     assert code == 1 and "--background" in msg
+
+
+def test_broken_model_files_fail_cleanly_at_load(trained, ml_products, tmp_path):
+    """Model files are checked when the set is loaded, without LightGBM's parser: a
+    truncated or foreign file is a one-line error naming it, before any output."""
+    g, _ = ml_products
+    for name, damage in [("truncated", lambda t: t[: len(t) // 2]),
+                         ("no_end", lambda t: t.split("end of trees")[0]),
+                         ("foreign", lambda t: "not a model\n" + t)]:
+        bad = tmp_path / name
+        shutil.copytree(trained / "energy", bad)
+        f = min(bad.glob("*.lgb.txt"))
+        f.write_text(damage(f.read_text()))
+        code, msg = _run("apply-models", g, "-m", bad, "-o", tmp_path / f"out_{name}")
+        assert code == 1 and "\n" not in msg and str(f) in msg and "cannot load LightGBM model" in msg, msg
+        assert not (tmp_path / f"out_{name}").exists()
+
+
+def test_applying_models_does_not_import_lightgbm(trained, ml_products):
+    """A loaded model set predicts from its model files' text (the forest kernel reads
+    LightGBM's text format), so apply-models and its workers skip LightGBM's import
+    (with scikit-learn and SciPy, about a second per process); asking for a booster
+    still gives LightGBM's, predicting the same."""
+    code = f"""
+import sys, numpy as np
+from dvp.ml.model import ModelSet
+ms = ModelSet.load({str(trained / "energy")!r})
+X = np.random.default_rng(0).normal(size=(100, len(ms.spec.features)))
+preds = {{t: ms.predict(t, X) for t in ms.boosters}}
+assert 'lightgbm' not in sys.modules, 'imported'
+b = next(iter(ms.boosters.values()))
+assert 'lightgbm' in sys.modules and type(b).__name__ == 'Booster'
+print('ok')
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
+    ms = M.ModelSet.load(trained / "particle")
+    X = np.random.default_rng(1).normal(size=(200, len(ms.spec.features)))
+    for tel_type, b in ms.boosters.items():
+        np.testing.assert_allclose(ms.predict(tel_type, X), b.predict(X), rtol=0, atol=1e-15)
 
 
 def test_folds_in_parallel_give_the_same_models():

@@ -567,11 +567,12 @@ _IDENTITY_OBJECTIVES = ("regression", "regression_l2", "l2", "huber", "fair", "r
 _MISSING_CODES = {"None": MISSING_NONE, "Zero": MISSING_ZERO, "NaN": MISSING_NAN}
 
 
-def _model_text(booster) -> tuple[dict, set, list]:
-    """LightGBM's text model (best iteration) as (header keys, header flags, per-tree keys)."""
+def _model_text(model) -> tuple[dict, set, list]:
+    """LightGBM's text model (a ``Booster``'s best iteration, or the text itself) as
+    (header keys, header flags, per-tree keys)."""
     header, flags, trees = {}, set(), []
     cur = header
-    for line in booster.model_to_string().splitlines():
+    for line in (model if isinstance(model, str) else model.model_to_string()).splitlines():
         if line.startswith("Tree="):
             cur = {}
             trees.append(cur)
@@ -592,11 +593,12 @@ def _numbers(tree: dict, key: str, dtype, n: int) -> np.ndarray:
     return v
 
 
-def flatten_lightgbm(booster) -> Forest:
-    """A :class:`Forest` equal to a LightGBM ``Booster`` (constant or linear leaves), from
-    LightGBM's own text model of its best iteration (``model_to_string``: thresholds and
-    leaf values written with 17 significant digits, so read back exactly; 10x faster than
-    going through ``dump_model``'s JSON).
+def flatten_lightgbm(model) -> Forest:
+    """A :class:`Forest` equal to a LightGBM model (constant or linear leaves), from
+    LightGBM's own text model: a ``Booster``'s ``model_to_string`` (best iteration), or
+    that text (a ``.lgb.txt`` model file's contents) given as ``str``, which needs no
+    LightGBM. Thresholds and leaf values are written with 17 significant digits, so they
+    read back exactly; 10x faster than going through ``dump_model``'s JSON.
 
     Raises
     ------
@@ -605,7 +607,7 @@ def flatten_lightgbm(booster) -> Forest:
         than regression (without ``reg_sqrt``) and binary with ``sigmoid`` 1, more than
         one tree per iteration.
     """
-    header, flags, trees = _model_text(booster)
+    header, flags, trees = _model_text(model)
     objective = header.get("objective", "regression").split()
     if objective[0] == "binary":
         if any(p.startswith("sigmoid:") and float(p.split(":")[1]) != 1.0 for p in objective[1:]):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -290,6 +291,59 @@ def sigma_table(residual_log10, log10_intensity, n_bins: int = SIGMA_BINS) -> di
     return {"log10_intensity": centres, "sigma_log10": sig}
 
 
+class ModelFiles(Mapping):
+    """A loaded model set's models: telescope type → ``lightgbm.Booster``, each made from
+    its model file's text on first access. Applying models needs only the text (the
+    forest kernel reads it), and importing LightGBM takes about a second in every
+    process, so ``apply-models`` and its workers never do."""
+
+    def __init__(self, texts: dict):
+        self._texts = dict(texts)
+        self._boosters: dict = {}
+
+    def text(self, tel_type: str) -> str:
+        """The model file's text."""
+        return self._texts[tel_type]
+
+    def __getitem__(self, tel_type: str):
+        if tel_type not in self._boosters:
+            self._boosters[tel_type] = _lgb().Booster(model_str=self._texts[tel_type])
+        return self._boosters[tel_type]
+
+    def __contains__(self, tel_type) -> bool:   # Mapping's default would build the Booster
+        return tel_type in self._texts
+
+    def __iter__(self):
+        return iter(self._texts)
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+
+def _read_model_file(path: Path) -> tuple[str, list]:
+    """A LightGBM text model file's contents and feature names, checked for what a
+    truncated or foreign file lacks (LightGBM's own parser is not used: see
+    :class:`ModelFiles`)."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DvpError(f"{path}: cannot load LightGBM model ({type(e).__name__}: {e})") from None
+    head = text.split("\nTree=", 1)[0].splitlines()
+    keys = dict(line.split("=", 1) for line in head[1:] if "=" in line)
+    n_trees, n_sizes = text.count("\nTree="), len(keys.get("tree_sizes", "").split())
+    if not head or head[0].strip() != "tree":
+        problem = "not a LightGBM text model"
+    elif "feature_names" not in keys:
+        problem = "no feature_names"
+    elif n_trees != n_sizes:
+        problem = f"{n_trees} trees where its header lists {n_sizes}: truncated or edited"
+    elif "\nend of trees" not in text:
+        problem = "truncated: no 'end of trees'"
+    else:
+        return text, keys["feature_names"].split()
+    raise DvpError(f"{path}: cannot load LightGBM model ({problem})")
+
+
 @dataclass
 class ModelSet:
     """The models of one kind for every telescope type they were trained for."""
@@ -297,7 +351,7 @@ class ModelSet:
     kind: str
     spec: FeatureSpec
     weights: str
-    boosters: dict
+    boosters: Mapping   # tel_type -> lightgbm.Booster (ModelFiles when loaded)
     meta: dict
     path: Path | None = None
 
@@ -320,7 +374,7 @@ class ModelSet:
             from ..kernels.forest import flatten_lightgbm
             info = self.meta["telescope_types"][tel_type]
             try:
-                forest = flatten_lightgbm(self.boosters[tel_type])
+                forest = flatten_lightgbm(self.model_text(tel_type))
                 bounds = info.get("leaf_output_bounds")
                 if bounds:   # null (no bound) reads as NaN: unbounded on that side
                     forest.set_leaf_bounds(bounds["low"], bounds["high"])
@@ -331,6 +385,12 @@ class ModelSet:
         out = forests[tel_type].predict(X)
         limits = self.meta["telescope_types"][tel_type].get("log10_energy_range") if self.kind == "energy" else None
         return np.clip(out, *limits, out=out) if limits else out
+
+    def model_text(self, tel_type: str) -> str:
+        """LightGBM's text model of ``tel_type`` (its best iteration), without importing
+        LightGBM for a loaded model set."""
+        b = self.boosters
+        return b.text(tel_type) if isinstance(b, ModelFiles) else b[tel_type].model_to_string()
 
     def sigma_log10(self, tel_type: str, log10_intensity: np.ndarray) -> np.ndarray:
         """Per-telescope log10-energy error from the cross-validation table."""
@@ -366,21 +426,16 @@ class ModelSet:
             raise DvpError(f"{f}: unreadable model metadata ({type(e).__name__}: {e})") from None
         if kind not in KINDS:
             raise DvpError(f"{f}: unknown model kind {kind!r}")
-        lgb = _lgb()
-        boosters = {}
+        texts = {}
         for tel_type, info in types.items():
             mf = directory / info["file"]
-            try:
-                b = lgb.Booster(model_file=str(mf))
-            except Exception as e:  # LightGBMError or OSError
-                raise DvpError(f"{mf}: cannot load LightGBM model ({str(e).splitlines()[0]})") from None
-            names = list(b.feature_name())
+            texts[tel_type], names = _read_model_file(mf)
             if names != features:
                 diff = next((i for i, (a, c) in enumerate(zip(names, features)) if a != c), min(len(names), len(features)))
                 raise DvpError(f"{mf}: model features differ from {MODEL_SET_FILE} at position {diff} "
                                f"({names[diff] if diff < len(names) else 'none'!r} vs "
                                f"{features[diff] if diff < len(features) else 'none'!r}); retrain or fix the metadata")
-            boosters[tel_type] = b
+        boosters = ModelFiles(texts)
         spec = FeatureSpec(features, derived, quality)
         return cls(kind, spec, meta.get("weights", "none"), boosters, meta, directory)
 
