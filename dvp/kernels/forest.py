@@ -34,6 +34,10 @@ from numba import njit
 #: walks keep the CPU busy while one row's comparison resolves, with every row's node
 #: in a register
 BLOCK = 8
+#: rows that go through one tree, block by block, before the next tree: the tree's nodes
+#: stay in the L1 cache for 16 blocks instead of one (1.05-1.21x on dvp's default models,
+#: session 20); every row still adds its trees' outputs in tree order
+CHUNK = 128
 #: LightGBM's kZeroThreshold (a float literal stored as double): ``predict`` reads every
 #: ``|x| <=`` this as 0
 ZERO_THRESHOLD = float(np.float32(1e-35))
@@ -95,16 +99,16 @@ def _raw_score(X, feature, threshold, child, node_offset, depth, n_internal, lea
     ``0 < |x| <= 1e-35``, constant leaves (arrays as in :class:`Forest`)."""
     n = X.shape[0]
     n_trees = node_offset.shape[0]
-    acc = np.empty(BLOCK)
     full = n - n % BLOCK
-    for s in range(0, full, BLOCK):
-        acc[:] = init
+    for c in range(0, full, CHUNK):
+        end = min(c + CHUNK, full)
+        out[c:end] = init
         for t in range(n_trees):
-            nodes = _walk8(X, s, feature, threshold, child, node_offset[t], depth[t])
             off = leaf_offset[t] - n_internal[t]
-            for k in range(BLOCK):
-                acc[k] += leaf_value[off + nodes[k]]
-        out[s:s + BLOCK] = acc
+            for s in range(c, end, BLOCK):
+                nodes = _walk8(X, s, feature, threshold, child, node_offset[t], depth[t])
+                for k in range(BLOCK):
+                    out[s + k] += leaf_value[off + nodes[k]]
     for r in range(full, n):
         a = init
         for t in range(n_trees):
@@ -122,17 +126,17 @@ def _raw_score_linear(X, feature, threshold, child, node_offset, depth, n_intern
     to ``[leaf_low[i], leaf_high[i]]``."""
     n = X.shape[0]
     n_trees = node_offset.shape[0]
-    acc = np.empty(BLOCK)
     full = n - n % BLOCK
-    for s in range(0, full, BLOCK):
-        acc[:] = init
+    for c in range(0, full, CHUNK):
+        end = min(c + CHUNK, full)
+        out[c:end] = init
         for t in range(n_trees):
-            nodes = _walk8(X, s, feature, threshold, child, node_offset[t], depth[t])
             off = leaf_offset[t] - n_internal[t]
-            for k in range(BLOCK):
-                acc[k] += _linear_leaf(X, s + k, off + nodes[k], leaf_const, coef_ptr, coef_feature, coef_value,
-                                       leaf_low, leaf_high)
-        out[s:s + BLOCK] = acc
+            for s in range(c, end, BLOCK):
+                nodes = _walk8(X, s, feature, threshold, child, node_offset[t], depth[t])
+                for k in range(BLOCK):
+                    out[s + k] += _linear_leaf(X, s + k, off + nodes[k], leaf_const, coef_ptr, coef_feature,
+                                               coef_value, leaf_low, leaf_high)
     for r in range(full, n):
         a = init
         for t in range(n_trees):
