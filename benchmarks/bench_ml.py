@@ -6,6 +6,7 @@ Usage::
         [--repeats 5] [--speed-rounds 20] [--bootstrap 300]
         [--energy-weights intensity|none|aspect_weighted_intensity]
         [--gammaness-weights intensity|none|aspect_weighted_intensity]
+        [--baseline-gammaness-weights intensity|none|aspect_weighted_intensity]
 
 G_DL2 / P_DL2 are DL2 product directories (``dvp dl1-to-dl2`` output) of simulated
 gammas and protons; ``make ml-data`` makes the ones in benchmarks/RESULTS.md.
@@ -40,7 +41,9 @@ predictions are combined per array event the same way for every method: the mean
 log10 E and of gammaness, by default both weighted by Hillas intensity
 (``--energy-weights``, ``--gammaness-weights``: ``none`` gives the unweighted mean,
 ctapipe ``StereoMeanCombiner``'s default, ``aspect_weighted_intensity`` intensity × length
-/ width; intensity is dvp's default for gammaness). dvp is also
+/ width; intensity is dvp's default for gammaness; ``--baseline-gammaness-weights none``
+combines the two baselines' gammaness unweighted instead, as ctapipe does by default, and
+dvp's by ``--gammaness-weights``: each framework's default combination). dvp is also
 shown with its default inverse-variance energy weights. The classifier's
 reconstructed-energy feature comes from dvp's energy model for every method but dvp
 fast, so the classifier comparison isolates the classifier; AUC is binned by each
@@ -238,6 +241,10 @@ def main():
                         default="intensity", help=f"weights of every method's per-event mean of {kind} (default "
                         "intensity; none: unweighted, ctapipe StereoMeanCombiner's default; "
                         "aspect_weighted_intensity: intensity x length / width, as dvp apply-models)")
+    ap.add_argument("--baseline-gammaness-weights", choices=("intensity", "none", "aspect_weighted_intensity"),
+                    default=None, help="weights of ExtraTrees' and the RandomForest's per-event gammaness mean "
+                    "instead of --gammaness-weights (e.g. none with the default intensity: each framework's "
+                    "default combination)")
     ap.add_argument("--fast-config", type=Path, default=FAST_CONFIG,
                     help="config of the 'dvp fast' column (default: configs/ml-fast.toml)")
     args = ap.parse_args()
@@ -386,7 +393,9 @@ def main():
         test = part == 2
         weights = {"intensity": inten[test], "none": np.ones(int(test.sum())),
                    "aspect_weighted_intensity": aspect[test]}
-        w_e, w_g = weights[args.energy_weights], weights[args.gammaness_weights]
+        baseline = m in ("ctapipe", "lstchain") and args.baseline_gammaness_weights
+        w_e = weights[args.energy_weights]
+        w_g = weights[args.baseline_gammaness_weights if baseline else args.gammaness_weights]
         o, e, le_ev, n_e = combine(obs[test], ev[test], tel[test], le[test], w_e)
         _, _, g_ev, _ = combine(obs[test], ev[test], tel[test], gp[test], w_g)
         results[m] = (o, e, le_ev, g_ev)
