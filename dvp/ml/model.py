@@ -335,7 +335,7 @@ def _read_model_file(path: Path) -> tuple[str, list]:
         problem = "not a LightGBM text model"
     elif "feature_names" not in keys:
         problem = "no feature_names"
-    elif n_trees != n_sizes:
+    elif "tree_sizes" in keys and n_trees != n_sizes:   # LightGBM >= 2.1 lists every tree's size
         problem = f"{n_trees} trees where its header lists {n_sizes}: truncated or edited"
     elif "\nend of trees" not in text:
         problem = "truncated: no 'end of trees'"
