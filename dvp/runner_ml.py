@@ -196,22 +196,19 @@ def _apply(models, weights, ev: pa.Table, tel: pa.Table, tel_types, load, progre
         return [c for c in ev.column_names if c in (*keys2, *S.column_names(S.DL2_EVENTS, optional=True))
                 and not isinstance(ev.schema.field(c).type, pa.ListType)]
 
-    def telescope_needs(model, ev_columns):   # (DL1 parameters, dl2_telescopes columns) it reads
-        return split_columns(sorted({*model.spec.columns, *WEIGHT_COLUMNS} - set(ev_columns)))[:2]
-
-    # every model's DL1 and dl2_telescopes columns, read once per type: a later model needs
-    # no more of them (the columns earlier models add are dl2 ones)
-    first = [telescope_needs(m, event_columns(ev)) for m in models]
-    union = (sorted({c for d, _ in first for c in d}), sorted({c for _, t in first for c in t}))
+    # every model's (DL1 parameters, dl2_telescopes columns), read once per type; the columns
+    # earlier models add are dl2 ones, so what each model reads is known before the first runs
+    have = set(event_columns(ev))
+    needs = [split_columns(sorted({*m.spec.columns, *WEIGHT_COLUMNS} - have))[:2] for m in models]
+    union = (sorted({c for d, _ in needs for c in d}), sorted({c for _, t in needs for c in t}))
     frames: dict = {}
-    for model in models:
+    for model, (dl1_cols, tel_cols) in zip(models, needs):
         value_col, uncert_col, valid_col, n_col, tel_value, tel_valid = S.MODEL_COLUMNS[model.kind]
         drop = [c for c in (value_col, uncert_col, valid_col, n_col) if c and c in ev.column_names]
         ev = ev.drop_columns(drop)
         tel = tel.drop_columns([c for c in (tel_value, tel_valid) if c in tel.column_names])
         ev_pl = pl.from_arrow(ev.select(event_columns(ev)))
-        dl1_cols, tel_cols = telescope_needs(model, ev_pl.columns)   # dl2 columns: ev_pl (checked up front)
-        ev_sel = ev_pl.select([c for c in ev_pl.columns if c in (*keys2, *model.spec.columns)])
+        ev_sel = ev_pl.select([c for c in ev_pl.columns if c in (*keys2, *model.spec.columns)])   # checked up front
         preds = []
         for tel_type in tel_types:
             if tel_type not in frames:
