@@ -332,9 +332,10 @@ def test_linear_kernels_jit_match_python():
     common = (f.feature, f.threshold, f.child, f.node_offset)
     lo, hi = np.array([0.0, -1.0, -np.inf, -2.0, 0.5]), np.array([1.5, np.inf, np.inf, 2.0, 3.0])
     linear = (f.leaf_const, f.coef_ptr, f.coef_feature, f.coef_value, lo, hi, 0.25)
+    padded = (f.leaf_const, f.coef_pad_feature, f.coef_pad_value, f.coef_width, lo, hi, 0.25)
     outs = np.empty((4, 43))
-    _raw_score_linear(X, *common, f.depth, f.n_internal, f.leaf_offset, *linear, outs[0])
-    _raw_score_linear.py_func(X, *common, f.depth, f.n_internal, f.leaf_offset, *linear, outs[1])
+    _raw_score_linear(X, *common, f.depth, f.n_internal, f.leaf_offset, *padded, outs[0])
+    _raw_score_linear.py_func(X, *common, f.depth, f.n_internal, f.leaf_offset, *padded, outs[1])
     X[::3, 0] = np.nan
     X[1::5, 1] = 0.0
     X[2::7, 1] = -1e-37
@@ -447,3 +448,41 @@ def test_bad_forest_arrays_raise():
                leaf_coeff=[[2.0, -1.0], [0.25], [], [1.0], [3.0]])
     with pytest.raises(ValueError, match="inconsistent"):
         Forest(feature=f.feature, **{**base, "child": np.where(f.child == 4, 5, f.child)})
+    # the unsigned, unchecked walks need trees: leaves that loop to themselves, no node
+    # reached twice, and enough steps to reach every leaf
+    leaf_out = f.child.astype(np.int64).copy()
+    leaf_out[2 * 2] = 3                                  # leaf node 2 of tree 0 points to leaf 3
+    shared = f.child.astype(np.int64).copy()
+    shared[2 * 1] = 3                                    # node 1's left child is node 0's right child too
+    cycle = f.child.astype(np.int64).copy()
+    cycle[2 * 1 + 1] = 0                                 # node 1's right child is the root
+    for child, message in ((leaf_out, "inconsistent"), (shared, "reached twice"), (cycle, "reached twice")):
+        with pytest.raises(ValueError, match=message):
+            Forest(feature=f.feature, **{**base, "child": child})
+    with pytest.raises(ValueError, match="depth is below"):
+        Forest(feature=f.feature, **{**base, "depth": [1, 1]})
+    with pytest.raises(ValueError, match="inconsistent"):
+        Forest(feature=f.feature, **{**base, "node_offset": [1, 5]})
+
+
+def test_depth_is_found_and_may_exceed():
+    f = _tiny()
+    g = Forest(f.feature, f.threshold, f.child, f.node_offset, None, f.n_internal, f.leaf_value, f.leaf_offset, 2)
+    np.testing.assert_array_equal(g.depth, [2, 0])
+    deep = Forest(f.feature, f.threshold, f.child, f.node_offset, [5, 3], f.n_internal, f.leaf_value, f.leaf_offset, 2)
+    X = np.random.default_rng(4).uniform(-2, 8, (29, 2))
+    np.testing.assert_array_equal(deep.predict(X), g.predict(X))   # extra steps stay on the leaves
+
+
+def test_padded_linear_coefficients():
+    f = _tiny_linear(False)
+    assert f.coef_width == 2
+    np.testing.assert_array_equal(f.coef_pad_feature, [0, 1, 1, 0, 0, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(f.coef_pad_value, [2.0, -1.0, 0.25, 0, 0, 0, 1.0, 0, 3.0, 0])
+    assert f.coef_pad_feature.dtype == np.uint32 and f.feature.dtype == np.uint32 and f.child.dtype == np.uint32
+    # infinite values take the per-row kernel: a padding zero times inf would be NaN
+    import lightgbm as lgb
+    X = np.array([[0.5, np.inf], [np.inf, 0.2], [-np.inf, -2.0], [0.5, 0.2]] * 3)
+    b = lgb.Booster(model_str=_LINEAR_MODEL.replace("DECISION", "2"))
+    np.testing.assert_array_equal(f.predict(X), b.predict(X))
+    assert np.isinf(f.predict(X)[:3]).all()
