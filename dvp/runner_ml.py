@@ -182,11 +182,37 @@ def _aligned(keys: pl.DataFrame, values: pl.DataFrame, on) -> pl.DataFrame:
     return keys.join(values, on=on, how="left", maintain_order="left")
 
 
+def _take(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``values[rows]``, NaN (False for booleans) where ``rows`` is -1 (no such row)."""
+    missing = rows < 0
+    if not missing.any():
+        return values[rows]
+    if values.dtype == np.bool_:
+        return np.where(missing, False, values[np.where(missing, 0, rows)])
+    out = values[np.where(missing, 0, rows)].astype(np.float64)
+    out[missing] = np.nan
+    return out
+
+
+def _rows_of(keys: tuple, table_keys: list) -> np.ndarray:
+    """Row of the table with key columns ``table_keys`` holding each key of ``keys``, -1 if
+    none: a merge of the sorted keys, or a join where either side is not sorted."""
+    from .kernels.keys import match_sorted_keys
+    rows = match_sorted_keys(tuple(keys), tuple(table_keys))
+    if rows is not None:
+        return rows
+    names = [f"k{i}" for i in range(len(keys))]
+    left = pl.DataFrame(dict(zip(names, keys)))
+    right = pl.DataFrame(dict(zip(names, table_keys))).with_row_index("_row").unique(names, keep="first")
+    joined = left.join(right, on=names, how="left", maintain_order="left")
+    return joined["_row"].cast(pl.Int64).fill_null(-1).to_numpy()
+
+
 def _apply(models, weights, ev: pa.Table, tel: pa.Table, tel_types, load, progress=None):
     """Add the model columns to the dl2 rows ``ev`` and dl2_telescopes rows ``tel`` of a
-    set of whole array events. ``load(tel_type, dl1_columns, tel_columns)`` gives that
-    type's telescope events (keys, DL1 parameters, ``tel``'s columns) as a polars frame."""
-    from .ml.dataset import columns_as_numpy, join_features, split_columns
+    set of whole array events. ``load(tel_type, dl1_columns)`` gives that type's telescope
+    events (keys and DL1 parameters) as a polars frame."""
+    from .ml.dataset import columns_as_numpy, split_columns
     from .ml.features import WEIGHT_COLUMNS
     from .stages.dl2_models import combine_events, predict_telescopes, telescope_columns
 
@@ -196,41 +222,55 @@ def _apply(models, weights, ev: pa.Table, tel: pa.Table, tel_types, load, progre
         return [c for c in ev.column_names if c in (*keys2, *S.column_names(S.DL2_EVENTS, optional=True))
                 and not isinstance(ev.schema.field(c).type, pa.ListType)]
 
-    # every model's (DL1 parameters, dl2_telescopes columns), read once per type; the columns
-    # earlier models add are dl2 ones, so what each model reads is known before the first runs
+    # every model's (DL1 parameters, dl2_telescopes columns); the columns earlier models add
+    # are dl2 ones, so what each model reads is known before the first runs
     have = set(event_columns(ev))
     needs = [split_columns(sorted({*m.spec.columns, *WEIGHT_COLUMNS} - have))[:2] for m in models]
-    union = (sorted({c for d, _ in needs for c in d}), sorted({c for _, t in needs for c in t}))
-    frames: dict = {}
+    union_dl1 = sorted({c for d, _ in needs for c in d})
+    union_tel = sorted({c for _, t in needs for c in t})
+    # each telescope event's row numbers in ``tel`` and ``ev``: every model then takes its
+    # dl2_telescopes and dl2 columns, and puts its predictions back, by row number. Row
+    # order within a type does not matter: combine_events sorts each event's telescopes
+    tel_values = columns_as_numpy(pl.from_arrow(tel.select(union_tel))) if union_tel else {}
+    tel_keys = [tel.column(c).to_numpy() for c in keys3]
+    ev_keys = [ev.column(c).to_numpy() for c in keys2]
+    frames = {}
+    for tel_type in tel_types:
+        d = load(tel_type, union_dl1)
+        cols = columns_as_numpy(d)
+        tel_row = _rows_of(tuple(cols[c] for c in keys3), tel_keys)
+        ev_row = _rows_of(tuple(cols[c] for c in keys2), ev_keys)
+        cols.update({c: _take(v, tel_row) for c, v in tel_values.items()})
+        frames[tel_type] = (d.height, cols, tel_row, ev_row)
     for model, (dl1_cols, tel_cols) in zip(models, needs):
         value_col, uncert_col, valid_col, n_col, tel_value, tel_valid = S.MODEL_COLUMNS[model.kind]
         drop = [c for c in (value_col, uncert_col, valid_col, n_col) if c and c in ev.column_names]
         ev = ev.drop_columns(drop)
         tel = tel.drop_columns([c for c in (tel_value, tel_valid) if c in tel.column_names])
-        ev_pl = pl.from_arrow(ev.select(event_columns(ev)))
-        ev_sel = ev_pl.select([c for c in ev_pl.columns if c in (*keys2, *model.spec.columns)])   # checked up front
-        preds = []
+        ev_cols = [c for c in event_columns(ev) if c in model.spec.columns and c not in keys2]   # checked up front
+        ev_values = columns_as_numpy(pl.from_arrow(ev.select(ev_cols))) if ev_cols else {}
+        preds, tel_rows = [], []
         for tel_type in tel_types:
-            if tel_type not in frames:
-                frames[tel_type] = load(tel_type, *union)
-            base = frames[tel_type].select([*keys3, *dl1_cols, *tel_cols])
-            df = join_features(base, None, ev_sel).collect()
-            cols = columns_as_numpy(df)
-            preds.append(predict_telescopes(model, tel_type, cols, df.height, weights.get(model.kind)))
+            n, cols, tel_row, ev_row = frames[tel_type]
+            columns = {c: cols[c] for c in (*keys3, *dl1_cols, *tel_cols)}
+            columns.update({c: _take(v, ev_row) for c, v in ev_values.items()})
+            preds.append(predict_telescopes(model, tel_type, columns, n, weights.get(model.kind)))
+            tel_rows.append(tel_row)
             if progress:
-                progress(df.height)
+                progress(n)
+        t = {tel_value: np.full(tel.num_rows, np.nan), tel_valid: np.zeros(tel.num_rows, bool)}
         if preds and sum(x.num_rows for x in preds):
             P = pa.concat_tables(preds)
-            tcols = telescope_columns(model.kind, P)
-            tel_new = pl.DataFrame({**{k: P.column(k).to_numpy() for k in keys3}, **tcols})
-            t = _aligned(pl.from_arrow(tel.select(keys3)), tel_new, keys3)
+            rows = np.concatenate(tel_rows)
+            found = rows >= 0
+            for c, v in telescope_columns(model.kind, P).items():
+                t[c][rows[found]] = v[found]
             e = _aligned(pl.from_arrow(ev.select(keys2)), pl.from_arrow(combine_events(model.kind, P)), keys2)
         else:   # no telescope event here: the columns still exist (every part file has the same schema)
-            t = pl.DataFrame({tel_value: np.full(tel.num_rows, np.nan), tel_valid: np.zeros(tel.num_rows, bool)})
             e = pl.DataFrame({c: np.full(ev.num_rows, np.nan) for c in (value_col, uncert_col) if c}).with_columns(
                 pl.Series(valid_col, np.zeros(ev.num_rows, bool)), pl.Series(n_col, np.zeros(ev.num_rows, np.int16)))
-        tel = tel.append_column(tel_value, pa.array(t[tel_value].fill_null(np.nan).to_numpy()))
-        tel = tel.append_column(tel_valid, pa.array(t[tel_valid].fill_null(False).to_numpy()))
+        tel = tel.append_column(tel_value, pa.array(t[tel_value]))
+        tel = tel.append_column(tel_valid, pa.array(t[tel_valid]))
         for c in (value_col, uncert_col):
             if c:
                 ev = ev.append_column(c, pa.array(e[c].fill_null(np.nan).to_numpy()))
@@ -282,11 +322,9 @@ def run_apply_task(task: ApplyTask) -> dict:
     tel = S.validate(read_key_range_concat(task.dl2_telescopes, None, lo, hi), S.DL2_TELESCOPE_EVENTS,
                      source=f"{task.product}/dl2_telescopes")
     dl1_files = dict(task.dl1)
-    tel_pl = pl.from_arrow(tel)
 
-    def load(tel_type, dl1_cols, tel_cols):
-        d = pl.from_arrow(read_key_range_concat(dl1_files[tel_type], [*TEL_KEYS, *dl1_cols], lo, hi))
-        return d.join(tel_pl.select([*TEL_KEYS, *tel_cols]), on=list(TEL_KEYS), how="left") if tel_cols else d
+    def load(tel_type, dl1_cols):
+        return pl.from_arrow(read_key_range_concat(dl1_files[tel_type], [*TEL_KEYS, *dl1_cols], lo, hi))
 
     ev, tel = _apply(models, weights, ev, tel, sorted(dl1_files), load)
     staging = Path(task.staging)
