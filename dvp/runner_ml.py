@@ -177,11 +177,6 @@ def load_model_sets(paths) -> list:
     return sorted(sets, key=lambda m: ("energy", "particle").index(m.kind))
 
 
-def _aligned(keys: pl.DataFrame, values: pl.DataFrame, on) -> pl.DataFrame:
-    """``values`` rows matched to ``keys`` rows (left join, order of ``keys`` kept)."""
-    return keys.join(values, on=on, how="left", maintain_order="left")
-
-
 def _take(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``values[rows]``, NaN (False for booleans) where ``rows`` is -1 (no such row)."""
     missing = rows < 0
@@ -259,23 +254,23 @@ def _apply(models, weights, ev: pa.Table, tel: pa.Table, tel_types, load, progre
             if progress:
                 progress(n)
         t = {tel_value: np.full(tel.num_rows, np.nan), tel_valid: np.zeros(tel.num_rows, bool)}
-        if preds and sum(x.num_rows for x in preds):
+        e = {c: np.full(ev.num_rows, np.nan) for c in (value_col, uncert_col) if c}
+        e.update({valid_col: np.zeros(ev.num_rows, bool), n_col: np.zeros(ev.num_rows, np.int16)})
+        if preds and sum(x.num_rows for x in preds):   # else the columns still exist: every part has one schema
             P = pa.concat_tables(preds)
             rows = np.concatenate(tel_rows)
             found = rows >= 0
             for c, v in telescope_columns(model.kind, P).items():
                 t[c][rows[found]] = v[found]
-            e = _aligned(pl.from_arrow(ev.select(keys2)), pl.from_arrow(combine_events(model.kind, P)), keys2)
-        else:   # no telescope event here: the columns still exist (every part file has the same schema)
-            e = pl.DataFrame({c: np.full(ev.num_rows, np.nan) for c in (value_col, uncert_col) if c}).with_columns(
-                pl.Series(valid_col, np.zeros(ev.num_rows, bool)), pl.Series(n_col, np.zeros(ev.num_rows, np.int16)))
-        tel = tel.append_column(tel_value, pa.array(t[tel_value]))
-        tel = tel.append_column(tel_valid, pa.array(t[tel_valid]))
-        for c in (value_col, uncert_col):
-            if c:
-                ev = ev.append_column(c, pa.array(e[c].fill_null(np.nan).to_numpy()))
-        ev = ev.append_column(valid_col, pa.array(e[valid_col].fill_null(False).to_numpy()))
-        ev = ev.append_column(n_col, pa.array(e[n_col].fill_null(0).to_numpy().astype(np.int16)))
+            combined = combine_events(model.kind, P)
+            rows = _rows_of((combined.column(S.OBS_ID).to_numpy(), combined.column(S.EVENT_ID).to_numpy()), ev_keys)
+            found = rows >= 0
+            for c in e:
+                e[c][rows[found]] = combined.column(c).to_numpy(zero_copy_only=False)[found]
+        for c, v in t.items():
+            tel = tel.append_column(c, pa.array(v))
+        for c, v in e.items():
+            ev = ev.append_column(c, pa.array(v))
     return ev, tel
 
 

@@ -18,8 +18,10 @@ def test_hand_worked_match():
 
 def test_unsorted_or_duplicate_keys_are_reported():
     a = (np.array([1, 1]), np.array([5, 5]))
-    assert match_sorted_keys(a, (np.array([1, 2]), np.array([5, 1]))) is None            # duplicate in a
+    np.testing.assert_array_equal(match_sorted_keys(a, (np.array([1, 2]), np.array([5, 1]))), [0, 0])  # a: repeats
+    assert match_sorted_keys((np.array([1, 2]), np.array([5, 5])), a) is None             # b: a key twice
     assert match_sorted_keys((np.array([1]), np.array([5])), (np.array([2, 1]), np.array([0, 0]))) is None
+    assert match_sorted_keys((np.array([2, 1]), np.array([0, 0])), (np.array([1]), np.array([5]))) is None
     with pytest.raises(ValueError, match="2 or 3"):
         match_sorted_keys((np.array([1]),), (np.array([1]),))
     with pytest.raises(ValueError, match="integer"):
@@ -29,7 +31,7 @@ def test_unsorted_or_duplicate_keys_are_reported():
 def test_jit_matches_python_and_a_join():
     rng = np.random.default_rng(5)
     keys = np.unique(rng.integers(0, 40, (400, 3)), axis=0)        # sorted, unique rows
-    a = keys[rng.random(len(keys)) < 0.6]
+    a = np.repeat(keys, rng.integers(0, 3, len(keys)), axis=0)     # some twice, some not at all
     b = keys[rng.random(len(keys)) < 0.6]
     cols = [np.ascontiguousarray(k[:, i], np.int64) for k in (a, b) for i in range(3)]
     out, ref = np.empty(len(a), np.int64), np.empty(len(a), np.int64)

@@ -11,34 +11,34 @@ import numpy as np
 from numba import njit
 
 
-@njit(inline="always")
-def _cmp(a0, a1, a2, i, b0, b1, b2, j):
-    """-1, 0 or 1 as key ``a[i]`` is below, equal to or above key ``b[j]``."""
-    if a0[i] != b0[j]:
-        return -1 if a0[i] < b0[j] else 1
-    if a1[i] != b1[j]:
-        return -1 if a1[i] < b1[j] else 1
-    if a2[i] != b2[j]:
-        return -1 if a2[i] < b2[j] else 1
-    return 0
+@njit(cache=True)
+def _increasing(k0, k1, k2, strictly):
+    """Whether the keys ``(k0[i], k1[i], k2[i])`` increase (``strictly``: no two equal)."""
+    for i in range(1, k0.shape[0]):
+        p0, p1, p2, c0, c1, c2 = k0[i - 1], k1[i - 1], k2[i - 1], k0[i], k1[i], k2[i]
+        if p0 > c0 or (p0 == c0 and (p1 > c1 or (p1 == c1 and (p2 > c2 or (p2 == c2 and strictly))))):
+            return False
+    return True
 
 
 @njit(cache=True)
 def _match_sorted(a0, a1, a2, b0, b1, b2, out):
     """``out[i]``: the row of ``b`` whose key is ``a``'s row ``i``, -1 if none. False (and
-    ``out`` unfinished) unless both key sequences are strictly increasing."""
-    na, nb = a0.shape[0], b0.shape[0]
-    for i in range(1, na):
-        if _cmp(a0, a1, a2, i - 1, a0, a1, a2, i) >= 0:
-            return False
-    for j in range(1, nb):
-        if _cmp(b0, b1, b2, j - 1, b0, b1, b2, j) >= 0:
-            return False
+    ``out`` unfinished) unless ``a``'s keys increase and ``b``'s strictly increase."""
+    if not (_increasing(a0, a1, a2, False) and _increasing(b0, b1, b2, True)):
+        return False
+    nb = b0.shape[0]
     j = 0
-    for i in range(na):
-        while j < nb and _cmp(a0, a1, a2, i, b0, b1, b2, j) > 0:
-            j += 1
-        out[i] = j if j < nb and _cmp(a0, a1, a2, i, b0, b1, b2, j) == 0 else -1
+    for i in range(a0.shape[0]):
+        x0, x1, x2 = a0[i], a1[i], a2[i]
+        # comparisons written out: through a helper function this loop ran 50x slower
+        while j < nb:
+            y0 = b0[j]
+            if y0 < x0 or (y0 == x0 and (b1[j] < x1 or (b1[j] == x1 and b2[j] < x2))):
+                j += 1
+            else:
+                break
+        out[i] = j if j < nb and b0[j] == x0 and b1[j] == x1 and b2[j] == x2 else -1
     return True
 
 
@@ -48,14 +48,15 @@ def match_sorted_keys(a: tuple, b: tuple) -> np.ndarray | None:
     Parameters
     ----------
     a, b : tuple of 2 or 3 integer ndarrays
-        Key columns (obs_id, event_id[, tel_id]) of shapes (n_a,) and (n_b,), each table's
-        keys strictly increasing in lexicographic order.
+        Key columns (obs_id, event_id[, tel_id]) of shapes (n_a,) and (n_b,), in
+        lexicographic order: ``a``'s increasing (telescope events against their array
+        events), ``b``'s strictly increasing.
 
     Returns
     -------
     ndarray of int64, shape (n_a,), or None
         ``rows[i]`` is the row of ``b`` equal to row ``i`` of ``a``, -1 where ``b`` has no
-        such key; None if either table is not strictly increasing (duplicate or unsorted keys).
+        such key; None if a table is out of order (or ``b`` has a key twice).
     """
     if len(a) != len(b) or len(a) not in (2, 3):
         raise ValueError(f"need 2 or 3 key columns on both sides, got {len(a)} and {len(b)}")
