@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 # sim_telarray pixel_shape code -> (shape, pixel rotation in deg), as ctapipe reads it
 SIMTEL_PIXEL_SHAPES = {0: ("circle", 0.0), 1: ("hexagon", 0.0), 2: ("square", 0.0), 3: ("hexagon", 30.0)}
@@ -53,6 +52,8 @@ def compute_neighbors(pix_x, pix_y, pix_type: str, diagonal: bool = False):
         k, radius, norm = 8, 1.95, 2
     else:
         k, radius, norm = 4, 1.5, 1
+    from scipy.spatial import cKDTree   # here: importing scipy.spatial costs every dvp command 0.25 s
+
     points = np.column_stack([pix_x, pix_y])
     tree = cKDTree(points)
     dist, cand = tree.query(points, k=min(k + 1, n), p=norm)
