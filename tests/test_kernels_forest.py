@@ -486,3 +486,18 @@ def test_padded_linear_coefficients():
     b = lgb.Booster(model_str=_LINEAR_MODEL.replace("DECISION", "2"))
     np.testing.assert_array_equal(f.predict(X), b.predict(X))
     assert np.isinf(f.predict(X)[:3]).all()
+
+
+def test_float32_thresholds_split_float32_rows_as_float64_ones():
+    from dvp.kernels.forest import _round_down_float32
+    rng = np.random.default_rng(6)
+    t = np.concatenate([rng.normal(size=2000) * 10.0 ** rng.integers(-30, 30, 2000), [1e300, -1e300, 0.0, 1e-46, -1e-46],
+                        rng.normal(size=500).astype(np.float32).astype(np.float64)])   # exactly representable too
+    t32 = _round_down_float32(t)
+    assert t32.dtype == np.float32 and np.all(t32.astype(np.float64) <= t)
+    with np.errstate(over="ignore"):
+        near = t.astype(np.float32)                    # each threshold's float32 neighbours, below and above
+    for x in (near, np.nextafter(near, np.float32(np.inf)), np.nextafter(near, np.float32(-np.inf)),
+              rng.normal(size=len(t)).astype(np.float32)):
+        finite = np.isfinite(x)
+        np.testing.assert_array_equal((x > t)[finite], (x > t32)[finite])

@@ -336,6 +336,18 @@ def _plain_rows(X, out):
         out[r] = not bad
 
 
+def _round_down_float32(t: np.ndarray) -> np.ndarray:
+    """The largest float32 ``<= t``, per element. For a float32 ``x`` (not NaN),
+    ``x > t`` exactly when ``x > t32``: ``x > t >= t32``, and a float32 above ``t32``
+    is above ``t`` (``t32`` is the largest float32 not above it); beyond float32's range
+    ``t32`` is its largest finite value or -inf, with the same answers for finite ``x``."""
+    with np.errstate(over="ignore"):
+        t32 = t.astype(np.float32)
+    above = t32.astype(np.float64) > t
+    t32[above] = np.nextafter(t32[above], np.float32(-np.inf))
+    return t32
+
+
 @njit(cache=True)
 def _tree_depths(child, node_offset, n_internal, n_nodes):
     """Longest root-to-leaf path of every tree (arrays as in :class:`Forest`, children
@@ -429,6 +441,9 @@ class Forest:
         The same, ``coef_width`` entries per leaf: its coefficients, then zeros (feature 0).
     feature, child : ndarray of uint32
         As given, once checked (the fast kernels index with unsigned integers).
+    threshold32 : ndarray of float32, shape (n_nodes,)
+        Each threshold rounded down to float32: for float32 rows the same splits as
+        ``threshold`` (:func:`_round_down_float32`), compared without conversion.
     depth : ndarray of int64, shape (n_trees,)
         As given, or each tree's longest root-to-leaf path if ``depth`` is None.
     leaf_low, leaf_high : ndarray, shape (n_leaves,)
@@ -489,6 +504,7 @@ class Forest:
         self.feature = self.feature.astype(np.uint32)
         self.child = self.child.astype(np.uint32)
         self.zero_splits = bool(np.any(self.missing == MISSING_ZERO))
+        self.threshold32 = _round_down_float32(self.threshold)
         counts = np.diff(self.coef_ptr)
         self.coef_width = int(counts.max()) if len(counts) else 0
         slot = np.arange(len(self.coef_feature)) - np.repeat(self.coef_ptr[:-1], counts)
@@ -607,12 +623,14 @@ class Forest:
         return np.ascontiguousarray(X)
 
     def _raw_fast(self, X, out):
+        # float32 rows compare with float32 thresholds: no conversion in the walk's chain
+        threshold = self.threshold32 if X.dtype == np.float32 else self.threshold
         if self.linear:
-            _raw_score_linear(X, self.feature, self.threshold, self.child, self.node_offset, self.depth,
+            _raw_score_linear(X, self.feature, threshold, self.child, self.node_offset, self.depth,
                               self.n_internal, self.leaf_offset, self.leaf_const, self.coef_pad_feature,
                               self.coef_pad_value, self.coef_width, self.leaf_low, self.leaf_high, self.init, out)
         else:
-            _raw_score(X, self.feature, self.threshold, self.child, self.node_offset, self.depth, self.n_internal,
+            _raw_score(X, self.feature, threshold, self.child, self.node_offset, self.depth, self.n_internal,
                        self.leaf_value, self.leaf_offset, self.init, out)
 
     def _raw_missing(self, X, out):
