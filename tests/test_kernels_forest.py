@@ -491,7 +491,8 @@ def test_padded_linear_coefficients():
 def test_float32_thresholds_split_float32_rows_as_float64_ones():
     from dvp.kernels.forest import _round_down_float32
     rng = np.random.default_rng(6)
-    t = np.concatenate([rng.normal(size=2000) * 10.0 ** rng.integers(-30, 30, 2000), [1e300, -1e300, 0.0, 1e-46, -1e-46],
+    t = np.concatenate([rng.normal(size=2000) * 10.0 ** rng.integers(-30, 30, 2000),
+                        [1e300, -1e300, 0.0, 1e-46, -1e-46],
                         rng.normal(size=500).astype(np.float32).astype(np.float64)])   # exactly representable too
     t32 = _round_down_float32(t)
     assert t32.dtype == np.float32 and np.all(t32.astype(np.float64) <= t)
