@@ -7,7 +7,7 @@ SHARED ?= ../shared
 DEMO_OUT ?= demo-out
 DEMO_ML_SHOWERS ?= 20000
 
-.PHONY: venv install demo test bench bench-ml bench-scale ml-data clean clean-numba
+.PHONY: venv install demo test bench bench-ml bench-apply bench-scale ml-data clean clean-numba
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -n "$(PYTHON)" || { echo "make: no python3.11 or python3 found (set PYTHON=...)"; exit 1; }
@@ -63,6 +63,18 @@ ml-data: install
 bench-ml: install ml-data
 	$(PY) -m pip install -q -c constraints.txt -e ".[test,bench]"
 	$(PY) benchmarks/bench_ml.py --gamma $(ML_DATA)/gamma-dl2 --proton $(ML_DATA)/proton-dl2
+
+# prediction speed of apply-models on one core (benchmarks/RESULTS.md, "apply-models at
+# 200,000 telescope events/s"): default models trained on the benchmark data if missing
+ML_MODELS ?= $(ML_DATA)/models
+bench-apply: install ml-data
+	test -f $(ML_MODELS)/particle/model_set.json || { \
+		$(VENV)/bin/dvp train energy --signal $(ML_DATA)/gamma-dl2 -o $(ML_MODELS)/energy --overwrite && \
+		$(VENV)/bin/dvp apply-models $(ML_DATA)/gamma-dl2 -m $(ML_MODELS)/energy -o $(ML_DATA)/gamma-e -q --overwrite && \
+		$(VENV)/bin/dvp apply-models $(ML_DATA)/proton-dl2 -m $(ML_MODELS)/energy -o $(ML_DATA)/proton-e -q --overwrite && \
+		$(VENV)/bin/dvp train particle --signal $(ML_DATA)/gamma-e --background $(ML_DATA)/proton-e \
+			-o $(ML_MODELS)/particle --overwrite; }
+	$(PY) benchmarks/bench_apply.py --product $(ML_DATA)/gamma-dl2 --models $(ML_MODELS)/energy $(ML_MODELS)/particle
 
 # scale-out: 1 vs 2 workers, Dask, per-input overhead (r1-to-dl1); memory for 1x / 10x inputs
 # and 1 vs 2 workers (dl1-to-dl2, apply-models)
