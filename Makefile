@@ -53,21 +53,27 @@ demo: install
 
 # the data set of the energy/gammaness benchmark in benchmarks/RESULTS.md (not committed)
 ML_DATA ?= ml-data
+# `make ml-data` (re)makes it; the benchmarks below make it only if it is missing (a stamp
+# file written last), so they do not spend 3 min re-simulating or overwrite it
 ml-data: install
 	$(VENV)/bin/dvp simulate --particle gamma --n-showers 200000 --reuse 10 --seed 101 --obs-id 101 --level dl1 -o $(ML_DATA)/gamma-dl1 --overwrite
 	$(VENV)/bin/dvp dl1-to-dl2 $(ML_DATA)/gamma-dl1 -o $(ML_DATA)/gamma-dl2 --overwrite
 	$(VENV)/bin/dvp simulate --particle proton --n-showers 200000 --reuse 10 --seed 102 --obs-id 102 --energy-range 0.1 100 \
 		--viewcone-deg 5 --level dl1 -o $(ML_DATA)/proton-dl1 --overwrite
 	$(VENV)/bin/dvp dl1-to-dl2 $(ML_DATA)/proton-dl1 -o $(ML_DATA)/proton-dl2 --overwrite
+	touch $(ML_DATA)/.complete
 
-bench-ml: install ml-data
+$(ML_DATA)/.complete:
+	$(MAKE) ml-data ML_DATA=$(ML_DATA)
+
+bench-ml: install $(ML_DATA)/.complete
 	$(PY) -m pip install -q -c constraints.txt -e ".[test,bench]"
 	$(PY) benchmarks/bench_ml.py --gamma $(ML_DATA)/gamma-dl2 --proton $(ML_DATA)/proton-dl2
 
 # prediction speed of apply-models on one core (benchmarks/RESULTS.md, "apply-models at
 # 200,000 telescope events/s"): default models trained on the benchmark data if missing
 ML_MODELS ?= $(ML_DATA)/models
-bench-apply: install ml-data
+bench-apply: install $(ML_DATA)/.complete
 	test -f $(ML_MODELS)/particle/model_set.json || { \
 		$(VENV)/bin/dvp train energy --signal $(ML_DATA)/gamma-dl2 -o $(ML_MODELS)/energy --overwrite && \
 		$(VENV)/bin/dvp apply-models $(ML_DATA)/gamma-dl2 -m $(ML_MODELS)/energy -o $(ML_DATA)/gamma-e -q --overwrite && \
@@ -78,7 +84,7 @@ bench-apply: install ml-data
 
 # scale-out: 1 vs 2 workers, Dask, per-input overhead (r1-to-dl1); memory for 1x / 10x inputs
 # and 1 vs 2 workers (dl1-to-dl2, apply-models)
-bench-scale: install ml-data
+bench-scale: install $(ML_DATA)/.complete
 	$(PY) benchmarks/bench_scale.py
 	$(PY) benchmarks/bench_dl2_scale.py --product $(ML_DATA)/gamma-dl2
 
