@@ -472,6 +472,38 @@ def test_apply_tasks_give_the_same_product_on_any_executor(trained, ml_products,
     assert len(prov["tasks"]) == s.n_tasks and prov["counts"]["valid_predictions"]["particle"] > 0
 
 
+def test_apply_on_rows_out_of_order(trained, ml_products, tmp_path):
+    """Rows in reverse event order (DL1, dl2 and dl2_telescopes) take the join instead of
+    the merge of sorted keys (dvp.kernels.keys) and give the same values, row for row
+    once sorted by key."""
+    import pyarrow.parquet as pq
+
+    from dvp.runner_ml import apply_models
+    g, _ = ml_products
+    shuffled = tmp_path / "reversed"
+    shutil.copytree(g, shuffled)
+    for d in ("dl1", "dl2", "dl2_telescopes"):
+        for f in (shuffled / d).rglob("*.parquet"):
+            t = pq.read_table(f)
+            pq.write_table(t.take(np.arange(t.num_rows)[::-1].copy()), f)
+    models = [trained / "energy", trained / "particle"]
+    outs = [apply_models([src], models, tmp_path / name).output for src, name in ((g, "a"), (shuffled, "b"))]
+
+    def table_bytes(out, d, keys):
+        t = pa.concat_tables([pq.read_table(f).replace_schema_metadata(None)
+                              for f in sorted((out / d).glob("*.parquet"))]).combine_chunks()
+        t = t.sort_by([(k, "ascending") for k in keys])
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, t.schema) as w:
+            w.write_table(t)
+        return t.num_rows, sink.getvalue().to_pybytes()
+
+    for d, keys in (("dl2", [S.OBS_ID, S.EVENT_ID]), ("dl2_telescopes", [S.OBS_ID, S.EVENT_ID, S.TEL_ID])):
+        a, b = (table_bytes(o, d, keys) for o in outs)
+        assert a[0] > 0 and a == b, d
+    assert pl.read_parquet(outs[1] / "dl2" / "*.parquet")[S.GAMMANESS_IS_VALID].sum() > 0
+
+
 def test_same_seed_same_models(trained, ml_products, tmp_path):
     g, _ = ml_products
     code, msg = _run("train", "energy", "--signal", g, "-o", tmp_path / "again", "--set", "ml.max_rounds=200", "-q")
