@@ -56,12 +56,13 @@ def dl1_products(r1_products, tmp_path_factory):
     return out
 
 
-def product_tables(product, by_partition: bool = False) -> dict:
+def product_tables(product, by_partition: bool = False, by_key: bool = False) -> dict:
     """Relative path → table as Arrow IPC bytes (bit-exact, NaN-safe), Parquet metadata
     (provenance times) left out, row groups merged. With ``by_partition`` the files of a
     ``tel_type=`` directory (or of ``dl2/``, ``dl2_telescopes/``) are concatenated in
     name order under the directory's path: how many part files a writer makes is then
-    not content."""
+    not content. With ``by_key`` each table's rows are sorted (stably) by the keys it has
+    (obs_id, event_id, tel_id): row order is then not content either."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -74,6 +75,9 @@ def product_tables(product, by_partition: bool = False) -> dict:
     out = {}
     for key, tables in groups.items():
         t = pa.concat_tables(tables).combine_chunks()
+        keys = [k for k in ("obs_id", "event_id", "tel_id") if k in t.column_names] if by_key else []
+        if keys:
+            t = t.sort_by([(k, "ascending") for k in keys])
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, t.schema) as w:
             w.write_table(t)
