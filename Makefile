@@ -18,6 +18,16 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 venv install: $(VENV)/.installed
 
+# dvp's two-step training, as the README shows it: $(call train-models,ENERGY_SIGNAL,
+# PARTICLE_SIGNAL,PARTICLE_BACKGROUND,MODELS,DIR): the energy model set MODELS/energy, the
+# energy applied to the classifier's products (DIR/gamma-e, DIR/proton-e), then MODELS/particle
+define train-models
+	$(VENV)/bin/dvp train energy --signal $(1) -o $(4)/energy --overwrite
+	$(VENV)/bin/dvp apply-models $(2) -m $(4)/energy -o $(5)/gamma-e -q --overwrite
+	$(VENV)/bin/dvp apply-models $(3) -m $(4)/energy -o $(5)/proton-e -q --overwrite
+	$(VENV)/bin/dvp train particle --signal $(5)/gamma-e --background $(5)/proton-e -o $(4)/particle --overwrite
+endef
+
 demo: install
 	@test -d $(SHARED)/data/simtel || { echo "make: $(SHARED)/data/simtel missing"; exit 1; }
 	rm -rf $(DEMO_OUT)
@@ -42,11 +52,7 @@ demo: install
 		$(VENV)/bin/dvp simulate --particle proton --n-showers $(DEMO_ML_SHOWERS) --seed $${spec#*:} --obs-id $${spec#*:} --level dl1 -q \
 			--energy-range 0.1 100 --viewcone-deg 5 -o $(DEMO_OUT)/ml/$${spec%:*}-dl1 && \
 		$(VENV)/bin/dvp dl1-to-dl2 $(DEMO_OUT)/ml/$${spec%:*}-dl1 -o $(DEMO_OUT)/ml/$${spec%:*} -q || exit 1; done
-	$(VENV)/bin/dvp train energy --signal $(DEMO_OUT)/ml/gamma-energy -o $(DEMO_OUT)/ml/models/energy
-	$(VENV)/bin/dvp apply-models $(DEMO_OUT)/ml/gamma-particle -m $(DEMO_OUT)/ml/models/energy -o $(DEMO_OUT)/ml/gamma-particle-e -q
-	$(VENV)/bin/dvp apply-models $(DEMO_OUT)/ml/proton-particle -m $(DEMO_OUT)/ml/models/energy -o $(DEMO_OUT)/ml/proton-particle-e -q
-	$(VENV)/bin/dvp train particle --signal $(DEMO_OUT)/ml/gamma-particle-e --background $(DEMO_OUT)/ml/proton-particle-e \
-		-o $(DEMO_OUT)/ml/models/particle
+	$(call train-models,$(DEMO_OUT)/ml/gamma-energy,$(DEMO_OUT)/ml/gamma-particle,$(DEMO_OUT)/ml/proton-particle,$(DEMO_OUT)/ml/models,$(DEMO_OUT)/ml)
 	$(VENV)/bin/dvp apply-models $(DEMO_OUT)/ml/gamma-test $(DEMO_OUT)/ml/proton-test -m $(DEMO_OUT)/ml/models -o $(DEMO_OUT)/ml/test-dl2
 	@echo "energy resolution (gammas, per true energy) and ROC AUC (gammas vs protons, per reconstructed energy):"
 	$(PY) -m dvp.ml.report $(DEMO_OUT)/ml/test-dl2
@@ -73,13 +79,10 @@ bench-ml: install $(ML_DATA)/.complete
 # prediction speed of apply-models on one core (benchmarks/RESULTS.md, "apply-models at
 # 200,000 telescope events/s"): default models trained on the benchmark data if missing
 ML_MODELS ?= $(ML_DATA)/models
-bench-apply: install $(ML_DATA)/.complete
-	test -f $(ML_MODELS)/particle/model_set.json || { \
-		$(VENV)/bin/dvp train energy --signal $(ML_DATA)/gamma-dl2 -o $(ML_MODELS)/energy --overwrite && \
-		$(VENV)/bin/dvp apply-models $(ML_DATA)/gamma-dl2 -m $(ML_MODELS)/energy -o $(ML_DATA)/gamma-e -q --overwrite && \
-		$(VENV)/bin/dvp apply-models $(ML_DATA)/proton-dl2 -m $(ML_MODELS)/energy -o $(ML_DATA)/proton-e -q --overwrite && \
-		$(VENV)/bin/dvp train particle --signal $(ML_DATA)/gamma-e --background $(ML_DATA)/proton-e \
-			-o $(ML_MODELS)/particle --overwrite; }
+$(ML_MODELS)/particle/model_set.json: | $(ML_DATA)/.complete
+	$(call train-models,$(ML_DATA)/gamma-dl2,$(ML_DATA)/gamma-dl2,$(ML_DATA)/proton-dl2,$(ML_MODELS),$(ML_DATA))
+
+bench-apply: install $(ML_MODELS)/particle/model_set.json
 	$(PY) benchmarks/bench_apply.py --product $(ML_DATA)/gamma-dl2 --models $(ML_MODELS)/energy $(ML_MODELS)/particle
 
 # scale-out: 1 vs 2 workers, Dask, per-input overhead (r1-to-dl1); memory for 1x / 10x inputs
