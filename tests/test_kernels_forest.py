@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from dvp.kernels.forest import (MISSING_NAN, MISSING_ZERO, Forest, _plain_rows, _raw_score, _raw_score_linear,
-                                _rank_from_both_ends, _raw_score_missing, _tree_leaf_bounds, flatten_lightgbm)
+                                _rank_from_both_ends, _raw_score_missing, _leaf_bounds, flatten_lightgbm)
 
 
 def _tiny():
@@ -244,6 +244,26 @@ def test_hand_worked_leaf_bounds(quantile, low, high):
     np.testing.assert_array_equal(f.predict(rows[:4]), want[:4])   # the fast linear kernel alone
 
 
+def test_leaf_bounds_keep_the_sign_of_a_zero_output():
+    """Blocks of 8 rows evaluate leaves padded with zero terms, which can turn a zero
+    output's sign; the bounds are still the exact sum's, bit for bit. Leaf 0 of the first
+    tree: -0.0 + 1 * x0 + 0 * x0 (padding to the second tree's two terms) is -0.0 for x0 = -0.0,
+    where LightGBM's sum, reading x0 as +0.0, is +0.0."""
+    f = Forest(feature=[0, 0, 0, 0], threshold=[0.5, np.inf, np.inf, np.inf],
+               child=[1, 2, 1, 1, 2, 2, 0, 0], node_offset=[0, 3], depth=None, n_internal=[1, 0],
+               leaf_value=[0.0, 0.0, 0.0], leaf_offset=[0, 2], n_features=2, leaf_const=[-0.0, 2.0, 0.0],
+               leaf_features=[[0], [0], [0, 1]], leaf_coeff=[[1.0], [1.0], [1.0, 1.0]])
+    assert f.coef_width == 2
+    X = np.zeros((19, 2))                   # two blocks of 8 and a per-row tail of 3
+    X[:, 0] = -0.0
+    X[::2, 1] = 1.0
+    lo, hi = f.leaf_output_bounds(X)
+    for v in (lo[0], hi[0]):
+        assert v == 0.0 and not np.signbit(v)
+    np.testing.assert_array_equal([lo[2], hi[2]], [0.0, 1.0])
+    assert np.isinf(lo[1]) and np.isinf(hi[1])   # no row reaches leaf 1 (x0 > 0.5)
+
+
 @pytest.mark.parametrize("order", ["random", "ascending", "descending", "ties"])
 @pytest.mark.parametrize("k", [1, 2, 7, 101, 2000])
 def test_rank_from_both_ends_is_the_sorted_rank(order, k):
@@ -350,12 +370,11 @@ def test_linear_kernels_jit_match_python():
     plain = np.empty(43, bool)
     _plain_rows(X, plain)
     bounds = [np.full((2, 5), np.nan), np.full((2, 5), np.nan)]
-    for t in range(2):
-        for k, fn in enumerate((_tree_leaf_bounds, _tree_leaf_bounds.py_func)):
-            # f: no Zero split, so plain rows may take the branch-free walks (8 in lockstep or one)
-            fn(X, plain, t, f.feature, f.threshold, f.child, f.missing, f.default_left, f.node_offset, f.depth,
-               f.n_internal, f.leaf_value, f.leaf_offset, *linear[:4], np.full(5, -np.inf), np.full(5, np.inf), 0.2,
-               bounds[k][0], bounds[k][1])
+    for k, fn in enumerate((_leaf_bounds, _leaf_bounds.py_func)):
+        # f: no Zero split, so plain rows may take the branch-free walks (8 in lockstep or one)
+        fn(X, plain, f.feature, f.threshold, f.child, f.missing, f.default_left, f.node_offset, f.depth, f.n_internal,
+           f.leaf_value, f.leaf_offset, *linear[:4], f.coef_pad_feature, f.coef_pad_value, f.coef_width,
+           np.full(5, -np.inf), np.full(5, np.inf), 0.2, bounds[k][0], bounds[k][1])
     np.testing.assert_array_equal(bounds[0], bounds[1])
     assert np.isfinite(bounds[0]).sum() >= 8   # rows reach at least four of the five leaves
     a, b = np.empty(43, bool), np.empty(43, bool)

@@ -262,62 +262,80 @@ def _rank_from_both_ends(values, rank):
 
 
 @njit(cache=True)
-def _tree_leaf_bounds(X, plain, t, feature, threshold, child, missing, default_left, node_offset, depth, n_internal,
-                      leaf_value, leaf_offset, leaf_const, coef_ptr, coef_feature, coef_value, no_low, no_high,
-                      quantile, low, high):
-    """Per leaf of tree ``t``: the ``floor(quantile (k - 1))``-th smallest and largest of the
-    (unbounded) outputs it gives the ``k`` rows of ``X`` that reach it, into ``low`` and
-    ``high`` (forest-wide leaf numbers; leaves no row reaches are left as they are).
-    Rows with ``plain[r]`` (:func:`_plain_rows`) take the branch-free walk; outputs are
-    measured with the bounds ``no_low``, ``no_high`` (n_leaves,): -inf and +inf."""
+def _leaf_bounds(X, plain, feature, threshold, child, missing, default_left, node_offset, depth, n_internal,
+                 leaf_value, leaf_offset, leaf_const, coef_ptr, coef_feature, coef_value, pad_feature, pad_value,
+                 width, no_low, no_high, quantile, low, high):
+    """Per leaf of every tree: the ``floor(quantile (k - 1))``-th smallest and largest of
+    the (unbounded) outputs it gives the ``k`` rows of ``X`` that reach it, into ``low``
+    and ``high`` (n_leaves,; leaves no row reaches are left as they are). Rows with
+    ``plain[r]`` (:func:`_plain_rows`) take the branch-free walk, 8 in lockstep, and the
+    padded linear leaf (``pad_feature``, ``pad_value``, ``width``) as the prediction
+    kernels; the others LightGBM's missing-value rules. Outputs are measured with the
+    bounds ``no_low``, ``no_high`` (n_leaves,): -inf and +inf."""
     n = X.shape[0]
-    n_int = n_internal[t]
-    first = leaf_offset[t]
-    n_leaf = n_int + 1
+    n_trees = node_offset.shape[0]
+    w = U(width)
+    max_leaves = 1
+    for t in range(n_trees):
+        max_leaves = max(max_leaves, n_internal[t] + 1)
     leaf = np.empty(n, np.int64)
     value = np.empty(n)
-    count = np.zeros(n_leaf + 1, np.int64)
-    r = 0
-    while r < n:   # 8 plain rows in lockstep where possible, as the prediction kernels
-        if r + BLOCK <= n and plain[r:r + BLOCK].all():
-            nodes = _walk8(X, U(r), feature, threshold, child, U(node_offset[t]), U(depth[t]))
-            for k in range(BLOCK):
-                leaf[r + k] = np.int64(nodes[k]) - n_int
-            r += BLOCK
-        elif plain[r]:
-            leaf[r] = np.int64(_walk1(X, U(r), feature, threshold, child, U(node_offset[t]), U(depth[t]))) - n_int
-            r += 1
-        else:
-            leaf[r] = _leaf_missing(X, r, node_offset[t], n_int, feature, threshold, child, missing, default_left) - n_int
-            r += 1
-    for r in range(n):
-        i = leaf[r]
-        value[r] = _leaf_output_missing(X, r, first + i, leaf_value, leaf_const, coef_ptr, coef_feature, coef_value,
-                                        no_low, no_high)
-        count[i + 1] += 1
-    # counting sort by leaf, then each leaf's outputs sorted
-    for i in range(n_leaf):
-        count[i + 1] += count[i]
-    fill = count[:-1].copy()
     grouped = np.empty(n)
-    for r in range(n):
-        grouped[fill[leaf[r]]] = value[r]
-        fill[leaf[r]] += 1
-    for i in range(n_leaf):
-        a, b = count[i], count[i + 1]
-        k = b - a
-        if k == 0:
-            continue
-        rank = np.int64(np.floor(quantile * (k - 1)))
-        if rank == 0:
-            lo = hi = grouped[a]
-            for j in range(a + 1, b):
-                lo = min(lo, grouped[j])
-                hi = max(hi, grouped[j])
-        else:
-            lo, hi = _rank_from_both_ends(grouped[a:b], rank)
-        low[first + i] = lo
-        high[first + i] = hi
+    count = np.empty(max_leaves + 1, np.int64)
+    fill = np.empty(max_leaves, np.int64)
+    for t in range(n_trees):
+        n_int = n_internal[t]
+        first = leaf_offset[t]
+        n_leaf = n_int + 1
+        base, d = U(node_offset[t]), U(depth[t])
+        r = 0
+        while r < n:
+            if r + BLOCK <= n and plain[r:r + BLOCK].all():
+                nodes = _walk8(X, U(r), feature, threshold, child, base, d)
+                for k in range(BLOCK):
+                    i = np.int64(nodes[k]) - n_int
+                    leaf[r + k] = i
+                    v = _padded_leaf(X, U(r + k), U(first + i), leaf_const, pad_feature, pad_value, w, no_low, no_high)
+                    if v == 0.0:   # the padding may give a zero the other sign: take the exact sum
+                        v = _leaf_output_missing(X, r + k, first + i, leaf_value, leaf_const, coef_ptr, coef_feature,
+                                                 coef_value, no_low, no_high)
+                    value[r + k] = v
+                r += BLOCK
+            else:
+                if plain[r]:
+                    i = np.int64(_walk1(X, U(r), feature, threshold, child, base, d)) - n_int
+                else:
+                    i = _leaf_missing(X, r, node_offset[t], n_int, feature, threshold, child, missing,
+                                      default_left) - n_int
+                leaf[r] = i
+                value[r] = _leaf_output_missing(X, r, first + i, leaf_value, leaf_const, coef_ptr, coef_feature,
+                                                coef_value, no_low, no_high)
+                r += 1
+        # counting sort by leaf, then each leaf's outputs sorted
+        count[:n_leaf + 1] = 0
+        for r in range(n):
+            count[leaf[r] + 1] += 1
+        for i in range(n_leaf):
+            count[i + 1] += count[i]
+        fill[:n_leaf] = count[:n_leaf]
+        for r in range(n):
+            grouped[fill[leaf[r]]] = value[r]
+            fill[leaf[r]] += 1
+        for i in range(n_leaf):
+            a, b = count[i], count[i + 1]
+            k = b - a
+            if k == 0:
+                continue
+            rank = np.int64(np.floor(quantile * (k - 1)))
+            if rank == 0:
+                lo = hi = grouped[a]
+                for j in range(a + 1, b):
+                    lo = min(lo, grouped[j])
+                    hi = max(hi, grouped[j])
+            else:
+                lo, hi = _rank_from_both_ends(grouped[a:b], rank)
+            low[first + i] = lo
+            high[first + i] = hi
 
 
 @njit(cache=True)
@@ -607,11 +625,10 @@ class Forest:
         if self.zero_splits:
             plain[:] = False
         no_low, no_high = np.full(self.n_leaves, -np.inf), np.full(self.n_leaves, np.inf)
-        for t in range(self.n_trees):
-            _tree_leaf_bounds(X, plain, t, self.feature, self.threshold, self.child, self.missing, self.default_left,
-                              self.node_offset, self.depth, self.n_internal, self.leaf_value, self.leaf_offset,
-                              self.leaf_const, self.coef_ptr, self.coef_feature, self.coef_value, no_low, no_high,
-                              float(quantile), low, high)
+        _leaf_bounds(X, plain, self.feature, self.threshold, self.child, self.missing, self.default_left,
+                     self.node_offset, self.depth, self.n_internal, self.leaf_value, self.leaf_offset, self.leaf_const,
+                     self.coef_ptr, self.coef_feature, self.coef_value, self.coef_pad_feature, self.coef_pad_value,
+                     self.coef_width, no_low, no_high, float(quantile), low, high)
         return low, high
 
     def _rows(self, X) -> np.ndarray:
