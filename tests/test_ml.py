@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from dvp import schemas as S
 from dvp.cli import app
-from dvp.config import load_config
+from dvp.config import LINEAR_LEAF_CLIP_DEFAULT, load_config
 from dvp.errors import DvpError
 from dvp.kernels.combine import _weighted_mean, weighted_mean
 from dvp.ml import model as M
@@ -240,7 +240,7 @@ def test_per_kind_lightgbm_parameters():
         rounds = (ml.max_rounds_for(kind), ml.early_stopping_rounds_for(kind))
         assert {(t.max_rounds, t.esr) for t in plan.tasks} == {rounds}
         assert all(t.params == M.lightgbm_params(kind, ml) for t in plan.tasks)
-        assert {t.leaf_clip for t in plan.tasks} == {0.01}
+        assert {t.leaf_clip for t in plan.tasks} == {ml.model(kind).linear_leaf_clip} == {LINEAR_LEAF_CLIP_DEFAULT}
     # early_stopping_rounds 0: no events held out, every fit grows max_rounds trees on all its rows
     ml = load_config(None, ["ml.energy.early_stopping_rounds=0", "ml.max_rounds=7", "ml.max_telescope_events=9",
                             "ml.particle.max_telescope_events=0"]).ml
@@ -374,7 +374,7 @@ def test_trained_models_beat_chance(trained):
 
 def test_energy_models_are_linear_trees_evaluated_exactly(trained):
     """The default energy model has linear leaves, bounded to the outputs they gave their
-    training rows (less 1 % at each end); apply-models' kernel gives LightGBM's
+    training rows (less 3 % at each end, the default); apply-models' kernel gives LightGBM's
     predictions bit for bit where no bound acts, and the bounded ones elsewhere, clipped
     to the training range."""
     from dvp.kernels.forest import flatten_lightgbm
@@ -387,7 +387,8 @@ def test_energy_models_are_linear_trees_evaluated_exactly(trained):
         lo, hi = info["log10_energy_range"]
         bounds = info["leaf_output_bounds"]
         forest = flatten_lightgbm(b)
-        assert bounds["quantile"] == 0.01 and len(bounds["low"]) == len(bounds["high"]) == forest.n_leaves
+        assert bounds["quantile"] == LINEAR_LEAF_CLIP_DEFAULT
+        assert len(bounds["low"]) == len(bounds["high"]) == forest.n_leaves
         low = np.array([-np.inf if v is None else v for v in bounds["low"]])
         high = np.array([np.inf if v is None else v for v in bounds["high"]])
         # every leaf was grown from training rows, so every leaf has both bounds
