@@ -369,6 +369,14 @@ class ModelSet:
         10^60 TeV on toy MC."""
         if not len(X):
             return np.empty(0)
+        out = self.forest(tel_type).predict(X)
+        limits = self.meta["telescope_types"][tel_type].get("log10_energy_range") if self.kind == "energy" else None
+        return np.clip(out, *limits, out=out) if limits else out
+
+    def forest(self, tel_type: str):
+        """The flattened :class:`dvp.kernels.forest.Forest` of ``tel_type`` that
+        :meth:`predict` evaluates, its linear leaves bounded as the metadata says; built
+        once per model set and type."""
         forests = self.__dict__.setdefault("_forests", {})
         if tel_type not in forests:
             from ..kernels.forest import flatten_lightgbm
@@ -382,9 +390,7 @@ class ModelSet:
                 where = self.path / info["file"] if self.path else tel_type
                 raise DvpError(f"{where}: cannot evaluate this LightGBM model with its metadata ({e})") from None
             forests[tel_type] = forest
-        out = forests[tel_type].predict(X)
-        limits = self.meta["telescope_types"][tel_type].get("log10_energy_range") if self.kind == "energy" else None
-        return np.clip(out, *limits, out=out) if limits else out
+        return forests[tel_type]
 
     def model_text(self, tel_type: str) -> str:
         """LightGBM's text model of ``tel_type`` (its best iteration), without importing
