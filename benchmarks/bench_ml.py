@@ -58,6 +58,11 @@ interval of the difference in resolution and in AUC between dvp and each baselin
 against the RandomForest and ExtraTrees, dvp fast against ExtraTrees); a bin where dvp is
 less accurate is called significant when that interval excludes zero.
 
+Figure (``--figures``, default benchmarks/figures): ``ml_comparison.png``, resolution and
+bias per true-energy bin and 1 − ROC AUC per reconstructed-energy bin (log scale, so that
+differences near AUC = 1 show), with the bootstrap's central 95 % per method as error
+bars, and the training time of each method against a fifth of ExtraTrees'.
+
 It also times LightGBM's fixed cost per model, outside dvp's timing: constructing the
 training ``Dataset`` (binning every value) before any tree is grown, against a fifth of
 ExtraTrees' time, the most a model may take to be 5× faster to train.
@@ -446,9 +451,9 @@ def main():
     worse += [f"AUC {lab} TeV: {rows_a['dvp fast'][i][0]:.6f} vs {rows_a['ctapipe'][i][0]:.6f}"
               for i, lab in enumerate(labels) if rows_a["dvp fast"][i][0] < rows_a["ctapipe"][i][0]]
     print(f"training {tot['ctapipe'] / tot['dvp fast']:.2f}x faster; " + ("; ".join(worse) or "none"))
-    if args.bootstrap:
-        _bootstrap(results, label, etrue, rows_e, rows_a, labels, args.bootstrap, args.seed)
-    _plot(args.figures, labels[:-1], rows_e, rows_a)
+    boot = _bootstrap(results, label, etrue, rows_e, rows_a, labels, args.bootstrap, args.seed) \
+        if args.bootstrap else None
+    _plot(args.figures, rows_e, rows_a, boot, tot)
 
 
 def event_metrics(le, g, label, etrue):
@@ -479,9 +484,10 @@ def _bootstrap(results, label, etrue, rows_e, rows_a, labels, n_boot, seed):
     """Paired bootstrap of the test array events (every method on the same resampled
     events): per bin, the difference to each baseline of the resolution and the AUC,
     with its central 95 % interval; a deficit is called significant when the interval
-    excludes zero."""
+    excludes zero. Returns every method's resampled resolutions and AUCs, ``{method:
+    (n_boot, bins + 1)}`` each, for the figure's error bars."""
     rng = np.random.default_rng(seed)
-    methods = sorted({m for pair in PAIRS for m in pair})
+    methods = list(results)
     res = {m: np.empty((n_boot, len(labels))) for m in methods}
     auc = {m: np.empty((n_boot, len(labels))) for m in methods}
     n = len(label)
@@ -522,6 +528,7 @@ def _bootstrap(results, label, etrue, rows_e, rows_a, labels, n_boot, seed):
                         signif.append(f"{short} {labels[i]}")
         print(f"{a} less accurate than {b}: in {', '.join(worse) or 'no bin'}; beyond the 95 % interval: "
               f"{', '.join(signif) or 'none'}")
+    return res, auc
 
 
 def _warm_up(threads):
@@ -540,26 +547,61 @@ def _timed(fn):
     return time.perf_counter() - t0
 
 
-def _plot(directory, labels, rows_e, rows_a):
+def _plot(directory, rows_e, rows_a, boot=None, train_s=None):
+    """``ml_comparison.png``: resolution, bias and 1 − ROC AUC per energy bin (error bars:
+    central 95 % of the bootstrap resamplings, where there are any) and the total
+    training time of each method, against a fifth of ExtraTrees'."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     directory.mkdir(parents=True, exist_ok=True)
     centres = np.sqrt(E_EDGES[:-1] * E_EDGES[1:])
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    nb = len(centres)
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.6))
+    colours = dict(zip(rows_e, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    # methods side by side within a bin, so that their error bars do not hide each other
+    shift = {m: 10 ** (0.012 * (k - (len(rows_e) - 1) / 2)) for k, m in enumerate(rows_e)}
+
+    def draw(ax, m, y, samples):
+        ok = np.isfinite(y)
+        err = None
+        if samples is not None:
+            lo, hi = np.nanpercentile(samples[:, :nb][:, ok], [2.5, 97.5], axis=0)
+            err = np.vstack([np.clip(y[ok] - lo, 0, None), np.clip(hi - y[ok], 0, None)])
+        ax.errorbar(centres[ok] * shift[m], y[ok], yerr=err, fmt="o-", ms=4, capsize=2, color=colours[m], label=m)
+
     for m in rows_e:
-        res = np.array([r[1] for r in rows_e[m][:-1]])
-        bias = np.array([r[0] for r in rows_e[m][:-1]])
-        axes[0].plot(centres, res, "o-", label=m)
-        axes[1].plot(centres, bias, "o-", label=m)
+        draw(axes[0], m, np.array([r[1] for r in rows_e[m][:nb]]), boot[0][m] if boot else None)
+        draw(axes[1], m, np.array([r[0] for r in rows_e[m][:nb]]), None)
+    floor = 1e-6      # 1 − AUC of a perfect separation, drawn at the axis' floor
     for m in rows_a:
-        axes[2].plot(centres, [r[0] for r in rows_a[m][:-1]], "o-", label=m)
-    for ax, yl in zip(axes, ("energy resolution (68 %)", "energy bias (median)", "ROC AUC")):
+        if m == "dvp (inverse variance)":     # dvp's gammaness, only binned by another energy
+            continue
+        y = np.maximum(1 - np.array([r[0] for r in rows_a[m][:nb]]), floor)
+        draw(axes[2], m, y, np.maximum(1 - boot[1][m], floor) if boot else None)
+    axes[2].set_yscale("log")
+    titles = ("energy resolution (68 %), lower is better", "energy bias (median)",
+              "1 − ROC AUC, lower is better (1e-6: perfect)")
+    for ax, yl in zip(axes, titles):
         ax.set_xscale("log")
-        ax.set_xlabel("true energy (TeV)" if yl != "ROC AUC" else "reconstructed energy (TeV)")
-        ax.set_ylabel(yl)
+        ax.set_xlabel("reconstructed energy (TeV)" if ax is axes[2] else "true energy (TeV)")
+        ax.set_title(yl, fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0].legend()
+    axes[0].legend(fontsize=8)
+    if train_s:
+        names = [m for m in ("dvp fast", "dvp", "ctapipe", "lstchain") if m in train_s]
+        axes[3].barh(names, [train_s[m] for m in names], color=[colours.get(m, "grey") for m in names])
+        for k, m in enumerate(names):
+            axes[3].text(train_s[m] * 1.1, k, f"{train_s[m]:.2f} s", va="center", fontsize=8)
+        axes[3].axvline(train_s["ctapipe"] / 5, color="k", ls="--", lw=1)
+        axes[3].text(train_s["ctapipe"] / 5 * 1.05, len(names) - 0.6, "ExtraTrees / 5", fontsize=8)
+        axes[3].set_xscale("log")
+        axes[3].set_xlim(right=max(train_s.values()) * 6)
+        axes[3].invert_yaxis()
+        axes[3].set_title("training time, all four models, one thread (s)", fontsize=10)
+        axes[3].grid(alpha=0.3, axis="x")
+    else:
+        axes[3].set_visible(False)
     fig.suptitle("dvp LightGBM (defaults and fast preset) vs ctapipe ExtraTrees vs lstchain RandomForest "
                  "(toy MC, same split)")
     fig.tight_layout()
