@@ -50,3 +50,30 @@ def test_help_text_is_reflowed_for_an_80_column_terminal():
             for line, following in zip(lines, lines[1:]):
                 # rich wraps at the last space before column 79: the next word did not fit
                 assert len(line) + 1 + len(following.split()[0]) > 76, (name, line)
+
+
+def test_help_keeps_bracketed_text():
+    """rich reads "[ml]" in a help text as a markup tag and drops it ("a config with an
+    section"): every bracketed word of every command's and option's help must be printed
+    (escaped as "\\[ml]" in the source)."""
+    import re
+
+    import typer
+    from typer.testing import CliRunner
+
+    from dvp.cli import app
+
+    commands = typer.main.get_command(app).commands
+    checked = 0
+    for name, command in commands.items():
+        texts = [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
+        brackets = [m.group(1) for t in texts for m in re.finditer(r"\\?(\[[a-z_.*]+\])", t)]
+        if not brackets:
+            continue
+        res = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "200"}, terminal_width=200)
+        assert res.exit_code == 0, res.output
+        flat = " ".join(res.output.replace("│", " ").split())
+        for b in brackets:
+            assert b in flat, (name, b)
+            checked += 1
+    assert checked, "no help text with a bracketed word left to check"
