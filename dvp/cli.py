@@ -235,7 +235,9 @@ def train(
     signal: List[str] = typer.Option(..., "--signal", help="DL2 product directories of gammas (dl1-to-dl2 or apply-models output), globs or @list.txt; repeatable"),
     background: List[str] = typer.Option([], "--background", help="DL2 product directories of background (protons, electrons) for particle models; repeatable"),
     output: Path = typer.Option(..., "--output", "-o", help="Model-set directory to create (model_set.json + one LightGBM file per telescope type)"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML or YAML config with an \\[ml] section (features, derived features, LightGBM parameters, folds, seed)"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML or YAML config with an \\[ml] section (features, derived features, LightGBM parameters, folds, seed). "
+                                                "configs/ml-fast.toml in dvp's source tree trains about 5x faster than ctapipe's ExtraTrees, "
+                                                "less accurately than the defaults"),
     set_: List[str] = typer.Option([], "--set", help="Override one config value, e.g. --set ml.lightgbm.num_leaves=31 (repeatable)"),
     overwrite: bool = typer.Option(False, help="Replace OUTPUT if it exists (only once the new one is complete)"),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Processes running the cross-validation folds and the final fit (default: all cores); the trees do not depend on it"),
