@@ -242,6 +242,7 @@ def train(
     overwrite: bool = typer.Option(False, help="Replace OUTPUT if it exists (only once the new one is complete)"),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Processes running the cross-validation folds and the final fit (default: all cores); the trees do not depend on it"),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Run the fits on a Dask cluster (address, or 'local')"),
+    cv_predictions: bool = typer.Option(True, help="Also write cv_predictions.parquet: every training telescope event's out-of-fold prediction (python -m dvp.ml.report MODELS prints them per energy bin)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary"),
 ):
     """Train one LightGBM model per telescope type for energy or gamma/hadron separation.
@@ -250,8 +251,9 @@ def train(
     h_max and multiplicity (and, for particle models, the reconstructed energy: apply an
     energy model first), plus derived features defined in config. K-fold cross-validation
     grouped by array event (no shower in both training and test), early stopping on a
-    held-out 10 % of events, seeded. Writes LightGBM model files and model_set.json
-    (features, cross-validation scores, training data and provenance).
+    held-out 10 % of events, seeded. Writes LightGBM model files, model_set.json
+    (features, cross-validation scores, training data and provenance) and, as ctapipe's
+    --cv-output, cv_predictions.parquet (each training event's out-of-fold prediction).
     """
     from .config import load_config
     from .runner_ml import train as run
@@ -259,7 +261,7 @@ def train(
     cfg = load_config(config, set_)
     summary, console = _with_progress(f"train {kind}", quiet, lambda advance: run(
         kind, signal, background, output, cfg, overwrite=overwrite, progress=advance, workers=workers,
-        scheduler=scheduler), unit="trainings")
+        scheduler=scheduler, cv_predictions=cv_predictions), unit="trainings")
     from rich.table import Table
     t = Table(title=f"wrote {summary.output} in {summary.seconds:.1f} s", header_style="bold")
     for c in ("telescope type", "telescope events", "cross-validation (mean of folds)"):

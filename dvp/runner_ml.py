@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from . import schemas as S
 from .errors import DvpError, InputError
-from .io.parquet import ProductWriter
+from .io.parquet import ProductWriter, write_table
 from .provenance import input_record, now, start_record
 from .runner import APPLY_TASK_ROWS, _carried_files, expand_products
 
@@ -44,19 +44,22 @@ def _training_rows(spec, products, tel_type, extra, role):
 
 
 def train(kind, signal, background=(), output=None, config=None, *, overwrite=False, progress=None,
-          command="train", workers: int | None = 1, scheduler: str | None = None) -> TrainSummary:
+          command="train", workers: int | None = 1, scheduler: str | None = None,
+          cv_predictions: bool = True) -> TrainSummary:
     """Train one LightGBM model per telescope type and write a model set to ``output``.
 
     ``kind`` "energy": regression of log10(true energy) on the ``signal`` products;
     "particle": gamma (``signal``) against ``background`` classification. The inputs are
     DL2 product directories (``dvp dl1-to-dl2``, or ``dvp apply-models`` output when the
     features include the reconstructed energy). Only the columns the features, the
-    quality query and the targets need are read.
+    quality query and the targets need are read. With ``cv_predictions`` the model set
+    also holds every training telescope event's out-of-fold prediction
+    (``cv_predictions.parquet``, schema ``ml.cv_predictions``), as ctapipe's ``--cv-output``.
     """
     from .config import Config
     from .ml.dataset import telescope_types
     from .ml.features import FeatureSpec
-    from .ml.model import KINDS, ModelSet, _run_fit_task, finish_fit, fit_error, plan_fit
+    from .ml.model import CV_PREDICTIONS_FILE, KINDS, ModelSet, _run_fit_task, finish_fit, fit_error, plan_fit
     from .ml.split import group_sample
 
     if kind not in KINDS:
@@ -75,8 +78,10 @@ def train(kind, signal, background=(), output=None, config=None, *, overwrite=Fa
     t0 = time.perf_counter()
     spec = FeatureSpec.from_config(mcfg, ml.derived)
     extra = [S.OBS_ID, S.EVENT_ID, S.TEL_ID, S.HILLAS_INTENSITY, S.PARTICLE]
-    if kind == "energy":
+    if kind == "energy" or (cv_predictions and all(_has_column(p, "dl2", S.TRUE_ENERGY) for p in (*sig, *bkg))):
         extra.append(S.TRUE_ENERGY)
+    if cv_predictions and S.RECO_ENERGY in spec.columns:
+        extra.append(S.RECO_ENERGY)
     types = sorted({t for p in (*sig, *bkg) for t in telescope_types(p)})
     prov = start_record(command, [*sig, *bkg], config.to_dict())
     summary = TrainSummary(output=Path(output), kind=kind)
@@ -84,7 +89,7 @@ def train(kind, signal, background=(), output=None, config=None, *, overwrite=Fa
     boosters = {}
     if progress:
         progress(0, len(types) * (ml.n_folds + 1))
-    plans, keep = {}, {}
+    plans, keep, cv_rows = {}, {}, {}
     for tel_type in types:
         parts = [r for r in (_training_rows(spec, sig, tel_type, extra, 1),
                              _training_rows(spec, bkg, tel_type, extra, 0) if bkg else None) if r is not None]
@@ -113,6 +118,8 @@ def train(kind, signal, background=(), output=None, config=None, *, overwrite=Fa
                 vals, counts = np.unique(cols[S.PARTICLE][m].astype(str), return_counts=True)
                 particles["signal" if role else "background"] = dict(zip(vals.tolist(), counts.tolist()))
         keep[tel_type] = (particles, int(len(y)))
+        if cv_predictions:
+            cv_rows[tel_type] = {c: cols[c][usable] for c in ("role", *extra)}
     # every type's K + 1 fits in one task list: one pool (or Dask session) for the run
     from .executor import run_tasks
     todo = [(tel_type, t) for tel_type, plan in plans.items() for t in plan.tasks]
@@ -124,8 +131,11 @@ def train(kind, signal, background=(), output=None, config=None, *, overwrite=Fa
         results[tel_type][t.k] = res
         if progress:
             progress(1)
+    cv_tables = []
     for tel_type, plan in plans.items():
         res = finish_fit(plan, results[tel_type])
+        if cv_predictions:
+            cv_tables.append(_cv_table(kind, tel_type, cv_rows.pop(tel_type), res))
         boosters[tel_type] = res.booster
         particles, n_available = keep[tel_type]
         meta_types[tel_type] = {"file": f"{tel_type}.lgb.txt", **res.info, "particles": particles,
@@ -148,9 +158,36 @@ def train(kind, signal, background=(), output=None, config=None, *, overwrite=Fa
     ms = ModelSet(kind, spec, mcfg.weights, boosters, meta)
     with ProductWriter(output, overwrite=overwrite) as pw:
         ms.save(pw.tmp)
+        if cv_tables:
+            write_table(pa.concat_tables(cv_tables), pw.path(CV_PREDICTIONS_FILE), S.CV_PREDICTIONS,
+                        provenance=meta["provenance"])
         pw.commit()
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _has_column(product, table: str, column: str) -> bool:
+    """Whether ``product``'s ``table``/ Parquet files have ``column`` (their first file's schema)."""
+    files = sorted((Path(product) / table).glob("*.parquet"))
+    return bool(files) and column in pq.read_schema(files[0]).names
+
+
+def _cv_table(kind, tel_type, rows, res) -> pa.Table:
+    """One telescope type's rows of ``cv_predictions.parquet``: the training rows' keys,
+    truth and out-of-fold predictions (``res.oof``, ``res.folds``)."""
+    n = len(res.oof)
+    data = {S.OBS_ID: rows[S.OBS_ID], S.EVENT_ID: rows[S.EVENT_ID], S.TEL_ID: rows[S.TEL_ID],
+            S.TEL_TYPE: pa.array([tel_type] * n, pa.string()), S.CV_FOLD: res.folds.astype(np.int8),
+            S.IS_SIGNAL: rows["role"] == 1, S.PARTICLE: pa.array(rows[S.PARTICLE].astype(str), pa.string()),
+            S.HILLAS_INTENSITY: rows[S.HILLAS_INTENSITY]}
+    for c in (S.TRUE_ENERGY, S.RECO_ENERGY):
+        if c in rows:
+            data[c] = rows[c]
+    if kind == "energy":
+        data[S.TEL_RECO_ENERGY] = 10 ** res.oof
+    else:
+        data[S.TEL_GAMMANESS] = res.oof
+    return pa.table(data)
 
 
 # -- apply-models ------------------------------------------------------------------------

@@ -323,6 +323,10 @@ MODEL_COLUMNS = {
                TEL_RECO_ENERGY, TEL_RECO_ENERGY_IS_VALID),
     "particle": (GAMMANESS, None, GAMMANESS_IS_VALID, GAMMANESS_N_TELS, TEL_GAMMANESS, TEL_GAMMANESS_IS_VALID),
 }
+# dvp train's cross-validation predictions (cv_predictions.parquet in a model set)
+CV_PREDICTIONS = "ml.cv_predictions"
+CV_FOLD = "cv_fold"
+IS_SIGNAL = "is_signal"
 # DL1 columns the Hillas stereo reconstruction reads (besides the quality-query names)
 HILLAS_FOV_LON = HILLAS_COLUMNS["fov_lon"]
 HILLAS_FOV_LAT = HILLAS_COLUMNS["fov_lat"]

@@ -605,9 +605,67 @@ def test_fast_preset_grows_a_fixed_number_of_trees(trained, ml_products, tmp_pat
     cap = min(info["n_events"] for info in full.values()) // 2
     code, msg = _run("train", "particle", "--signal", trained / "g_e", "--background", trained / "p_e",
                      "-o", tmp_path / "particle", "--config", preset,
-                     "--set", f"ml.particle.max_telescope_events={cap}", "-q")
+                     "--set", f"ml.particle.max_telescope_events={cap}", "--no-cv-predictions", "-q")
     assert code == 0, msg
+    assert (tmp_path / "energy" / M.CV_PREDICTIONS_FILE).is_file()
+    assert not (tmp_path / "particle" / M.CV_PREDICTIONS_FILE).exists()     # --no-cv-predictions
     pmeta = json.loads((tmp_path / "particle" / M.MODEL_SET_FILE).read_text())
     for tel_type, info in pmeta["telescope_types"].items():
         assert 0.5 * cap < info["n_events"] < 1.5 * cap < full[tel_type]["n_events"]
         assert info["cv"]["auc_mean"] > 0.7, info["cv"]
+
+
+def test_cv_predictions_are_the_out_of_fold_predictions(trained, capsys):
+    """cv_predictions.parquet (ctapipe's --cv-output): one row per training telescope
+    event, its array event's fold, the truth, and the prediction of the fold model that did
+    not see it; the scores recomputed from the file are model_set.json's."""
+    import pyarrow.parquet as pq
+
+    from dvp.ml.report import main as report, summarize_cv
+    for kind, value in (("energy", S.TEL_RECO_ENERGY), ("particle", S.TEL_GAMMANESS)):
+        f = trained / kind / M.CV_PREDICTIONS_FILE
+        S.check_file_schema(pq.read_schema(f), S.CV_PREDICTIONS, str(f))
+        cv = pl.read_parquet(f)
+        meta = json.loads((trained / kind / M.MODEL_SET_FILE).read_text())
+        assert value in cv.columns and S.TRUE_ENERGY in cv.columns
+        assert (S.RECO_ENERGY in cv.columns) == (kind == "particle")    # the classifier reads it
+        # no array event in two folds, whatever its telescopes' types
+        assert cv.group_by(S.OBS_ID, S.EVENT_ID).agg(pl.col(S.CV_FOLD).n_unique())[S.CV_FOLD].max() == 1
+        assert cv.unique([S.OBS_ID, S.EVENT_ID, S.TEL_ID]).height == cv.height
+        for tel_type, info in meta["telescope_types"].items():
+            t = cv.filter(pl.col(S.TEL_TYPE) == tel_type)
+            assert t.height == info["n_events"] and set(t[S.CV_FOLD].unique()) == set(range(5))
+            pred, truth = t[value].to_numpy(), t[S.TRUE_ENERGY].to_numpy()
+            if kind == "energy":
+                assert t[S.IS_SIGNAL].all() and (t[S.PARTICLE] == "gamma").all()
+                r = np.log10(pred) - np.log10(truth)
+                np.testing.assert_allclose(np.sqrt(np.mean(r ** 2)), info["cv_overall"]["rmse_log10"], rtol=1e-12)
+                lo, hi = info["log10_energy_range"]
+                assert lo - 1e-12 <= np.log10(pred).min() and np.log10(pred).max() <= hi + 1e-12
+            else:
+                assert set(t.filter(~pl.col(S.IS_SIGNAL))[S.PARTICLE].unique()) == {"proton"}
+                assert roc_auc(pred, t[S.IS_SIGNAL].to_numpy()) == pytest.approx(info["cv_overall"]["auc"], abs=1e-12)
+            # out of fold: not what the final model, which saw these events, predicts
+            ms = M.ModelSet.load(trained / kind)
+            X, ok = ms.spec.matrix(ms.spec.environment(_cv_features(trained, kind, t)), t.height)
+            final = ms.predict(tel_type, X[ok])
+            got = np.log10(pred[ok]) if kind == "energy" else pred[ok]
+            assert ok.all() and np.abs(final - got).mean() > 1e-3
+        table = summarize_cv(trained / kind)
+        summed = table.filter(pl.col(table.columns[1]) == "all")["events"].sum()
+        assert summed == (cv.height if kind == "particle" else cv.filter(pl.col(S.IS_SIGNAL)).height)
+    report([str(trained / "energy")])
+    out = capsys.readouterr().out
+    assert "cross-validation" in out and "resolution" in out
+
+
+def _cv_features(trained, kind, rows):
+    """The feature columns of ``rows`` (cv_predictions rows) from the training products."""
+    from dvp.ml.dataset import columns_as_numpy, load_telescope_events
+    ms = M.ModelSet.load(trained / kind)
+    tel_type = rows[S.TEL_TYPE][0]
+    srcs = [trained / "g_e", trained / "p_e"] if kind == "particle" else [trained / "g_e"]
+    df = pl.concat([load_telescope_events(p, tel_type, sorted(ms.spec.columns)) for p in srcs], how="vertical_relaxed")
+    df = rows.select(S.OBS_ID, S.EVENT_ID, S.TEL_ID).join(df, on=[S.OBS_ID, S.EVENT_ID, S.TEL_ID], how="left",
+                                                           maintain_order="left")
+    return columns_as_numpy(df)

@@ -10,6 +10,9 @@ A *model set* is one directory per model kind (energy or particle)::
                               error table and training log10 E range, training data
                               with provenance, config, dvp and LightGBM versions
       <tel_type>.lgb.txt      LightGBM's own text model file, one per telescope type
+      cv_predictions.parquet  every training telescope event's out-of-fold prediction
+                              (schema ml.cv_predictions; dvp train --no-cv-predictions
+                              leaves it out)
 
 Energy models regress log10(true energy / TeV), their predictions clipped to the
 training range; particle models classify gamma (1) against background (0), with the
@@ -35,6 +38,7 @@ from .metrics import bias_resolution, roc_auc
 from .split import group_folds, group_validation
 
 MODEL_SET_FILE = "model_set.json"
+CV_PREDICTIONS_FILE = "cv_predictions.parquet"
 KINDS = ("energy", "particle")
 SIGMA_BINS = 10   # intensity bins of the per-telescope energy error table
 
@@ -73,6 +77,7 @@ class FitResult:
     booster: object
     info: dict = field(default_factory=dict)
     oof: np.ndarray | None = None   # out-of-fold predictions (log10 E or probability)
+    folds: np.ndarray | None = None  # (n,) fold of each row (the fold model that predicted it)
 
 
 def _train_one(lgb, params, X, y, w, train, valid, max_rounds, esr, names="auto"):
@@ -144,6 +149,7 @@ class FitPlan:
     tasks: list
     ml: object
     log10_intensity: np.ndarray | None
+    folds: np.ndarray | None = None
 
 
 def early_stopping_holdout(kind: str, obs_id, event_id, ml) -> np.ndarray:
@@ -175,7 +181,7 @@ def plan_fit(kind: str, X: np.ndarray, y: np.ndarray, obs_id, event_id, ml, *, l
         if test.any() and not test.all():
             tasks.append(_FitTask(k, params, X, y, w, ~test & ~hold, ~test & hold, test, rounds, esr, names, clip))
     tasks.append(_FitTask(-1, params, X, y, w, ~hold, hold, None, rounds, esr, names, clip))
-    return FitPlan(kind, y, hold, tasks, ml, log10_intensity)
+    return FitPlan(kind, y, hold, tasks, ml, log10_intensity, folds)
 
 
 def finish_fit(plan: FitPlan, results: dict) -> FitResult:
@@ -208,7 +214,7 @@ def finish_fit(plan: FitPlan, results: dict) -> FitResult:
         info["log10_energy_range"] = _target_range(y)
         lx = plan.log10_intensity
         info["sigma_table"] = sigma_table(oof - y, lx if lx is not None else np.zeros(n))
-    return FitResult(booster, info, oof)
+    return FitResult(booster, info, oof, plan.folds)
 
 
 def _target_range(y) -> list:

@@ -1,8 +1,14 @@
-"""Energy resolution and gamma/hadron separation of DL2 products with models applied.
+"""Energy resolution and gamma/hadron separation of DL2 products with models applied, and
+of a model set's cross-validation.
 
 ``python -m dvp.ml.report DL2_DIR...`` prints, per bin of true energy, the energy bias and
 resolution of the gammas (pyirf's definitions) and the ROC AUC of gammaness (gammas
-against everything else) per bin of reconstructed energy.
+against everything else) per bin of reconstructed energy, per array event.
+
+``python -m dvp.ml.report MODELS...`` (model-set directories of ``dvp train``) prints the
+same per telescope type and telescope event, from the out-of-fold predictions of the
+training (``cv_predictions.parquet``): energy per bin of true energy, AUC per bin of the
+reconstructed energy the classifier read (true energy if it read none).
 """
 from __future__ import annotations
 
@@ -54,12 +60,53 @@ def summarize(products, edges=EDGES_TEV) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
+def summarize_cv(model_set, edges=EDGES_TEV) -> pl.DataFrame:
+    """One row per telescope type and energy bin (and "all") of a model set's
+    cross-validation predictions: energy models ``events``, ``bias``, ``resolution`` of
+    the signal telescope events per bin of true energy; particle models ``events`` and
+    ``auc`` (signal against background) per bin of reconstructed energy (true energy if
+    the classifier read none)."""
+    from .model import CV_PREDICTIONS_FILE
+    f = Path(model_set) / CV_PREDICTIONS_FILE
+    if not f.is_file():
+        raise SystemExit(f"{f}: no cross-validation predictions (trained with --no-cv-predictions, "
+                         "or by an older dvp)")
+    cv = pl.read_parquet(f)
+    energy = S.TEL_RECO_ENERGY in cv.columns
+    binned_by = S.TRUE_ENERGY if energy or S.RECO_ENERGY not in cv.columns else S.RECO_ENERGY
+    bin_column = "true_energy_bin_tev" if binned_by == S.TRUE_ENERGY else "reco_energy_bin_tev"
+    rows = []
+    for tel_type in sorted(cv[S.TEL_TYPE].unique()):
+        t = cv.filter(pl.col(S.TEL_TYPE) == tel_type)
+        if energy:
+            t = t.filter(pl.col(S.IS_SIGNAL))
+        bins = [(f"{lo:g}-{hi:g}", (pl.col(binned_by) >= lo) & (pl.col(binned_by) < hi))
+                for lo, hi in zip(edges[:-1], edges[1:])] if binned_by in t.columns else []
+        for name, cond in [*bins, ("all", pl.lit(True))]:
+            sel = t.filter(cond)
+            row = {"tel_type": tel_type, bin_column: name, "events": sel.height}
+            if energy:
+                row["bias"], row["resolution"] = bias_resolution(sel[S.TEL_RECO_ENERGY].to_numpy(),
+                                                                 sel[S.TRUE_ENERGY].to_numpy())
+            else:
+                row["auc"] = roc_auc(sel[S.TEL_GAMMANESS].to_numpy(), sel[S.IS_SIGNAL].to_numpy())
+            rows.append(row)
+    return pl.DataFrame(rows)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
-        raise SystemExit("usage: python -m dvp.ml.report DL2_DIR...")
-    with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True, float_precision=3):
-        print(summarize(argv))
+        raise SystemExit("usage: python -m dvp.ml.report DL2_DIR... | MODELS...")
+    from .model import MODEL_SET_FILE
+    model_sets = [a for a in argv if (Path(a) / MODEL_SET_FILE).is_file()]
+    products = [a for a in argv if a not in model_sets]
+    with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True, float_precision=3, fmt_str_lengths=48):
+        for m in model_sets:
+            print(f"{m}: cross-validation, telescope events")
+            print(summarize_cv(m))
+        if products:
+            print(summarize(products))
     return 0
 
 
