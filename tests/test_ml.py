@@ -615,7 +615,7 @@ def test_fast_preset_grows_a_fixed_number_of_trees(trained, ml_products, tmp_pat
         assert info["cv"]["auc_mean"] > 0.7, info["cv"]
 
 
-def test_cv_predictions_are_the_out_of_fold_predictions(trained, capsys):
+def test_cv_predictions_are_the_out_of_fold_predictions(trained, capsys, tmp_path):
     """cv_predictions.parquet (ctapipe's --cv-output): one row per training telescope
     event, its array event's fold, the truth, and the prediction of the fold model that did
     not see it; the scores recomputed from the file are model_set.json's."""
@@ -654,9 +654,10 @@ def test_cv_predictions_are_the_out_of_fold_predictions(trained, capsys):
         table = summarize_cv(trained / kind)
         summed = table.filter(pl.col(table.columns[1]) == "all")["events"].sum()
         assert summed == (cv.height if kind == "particle" else cv.filter(pl.col(S.IS_SIGNAL)).height)
-    report([str(trained / "energy")])
+    report([*(str(trained / d) for d in ("energy", "particle", "both")), "--plot", str(tmp_path / "r.png")])
     out = capsys.readouterr().out
-    assert "cross-validation" in out and "resolution" in out
+    assert out.count("cross-validation") == 2 and "resolution" in out and "auc" in out
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def _cv_features(trained, kind, rows):

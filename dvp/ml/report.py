@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from .. import schemas as S
@@ -94,19 +95,66 @@ def summarize_cv(model_set, edges=EDGES_TEV) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
+def plot(curves: dict, path) -> Path:
+    """Draw report tables as a PNG: resolution and bias per energy bin for the tables
+    that have them, ROC AUC for those that have it; one curve per ``{label: table}``
+    (tables of :func:`summarize`, or of :func:`summarize_cv` for one telescope type
+    without its ``tel_type`` column: the first column names the bin, "lo-hi" in TeV)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    panels = [(c, name) for c, name in (("resolution", "energy resolution (68 %)"), ("bias", "energy bias (median)"),
+                                         ("auc", "ROC AUC")) if any(c in t.columns for t in curves.values())]
+    if not panels:
+        raise SystemExit("nothing to plot: no energy or gammaness in the inputs")
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for label, t in curves.items():
+        t = t.filter(pl.col(t.columns[0]) != "all")      # the first column names the energy bin
+        edges = [tuple(float(v) for v in b.split("-")) for b in t[t.columns[0]]]
+        centres = np.array([np.sqrt(lo * hi) for lo, hi in edges])
+        for ax, (c, _) in zip(axes[0], panels):
+            if c in t.columns:
+                y = t[c].to_numpy().astype(float)
+                ok = np.isfinite(y)
+                ax.plot(centres[ok], y[ok], "o-", label=label)
+    for ax, (c, name) in zip(axes[0], panels):
+        ax.set_xscale("log")
+        ax.set_xlabel("reconstructed energy (TeV)" if c == "auc" else "true energy (TeV)")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv:
-        raise SystemExit("usage: python -m dvp.ml.report DL2_DIR... | MODELS...")
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m dvp.ml.report", description=__doc__.split("\n\n")[0])
+    ap.add_argument("inputs", nargs="+", help="DL2 product directories with models applied, or model-set directories")
+    ap.add_argument("--plot", metavar="PNG", help="also draw the tables into this PNG file")
+    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     from .model import MODEL_SET_FILE
-    model_sets = [a for a in argv if (Path(a) / MODEL_SET_FILE).is_file()]
-    products = [a for a in argv if a not in model_sets]
+    model_sets = [a for a in args.inputs if (Path(a) / MODEL_SET_FILE).is_file()]
+    products = [a for a in args.inputs if a not in model_sets]
+    curves = {}
     with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True, float_precision=3, fmt_str_lengths=48):
         for m in model_sets:
             print(f"{m}: cross-validation, telescope events")
-            print(summarize_cv(m))
+            table = summarize_cv(m)
+            print(table)
+            for tel_type in table[S.TEL_TYPE].unique(maintain_order=True):
+                curves[f"{Path(m).name}: {tel_type} (cross-validation)"] = (
+                    table.filter(pl.col(S.TEL_TYPE) == tel_type).drop(S.TEL_TYPE))
         if products:
-            print(summarize(products))
+            table = summarize(products)
+            print(table)
+            curves["array events" if not model_sets else "DL2 array events"] = table
+    if args.plot:
+        print(f"figure: {plot(curves, args.plot)}")
     return 0
 
 
