@@ -30,6 +30,8 @@ def summarize(products, edges=EDGES_TEV) -> pl.DataFrame:
     frames = []
     for p in products:
         files = sorted((Path(p) / "dl2").glob("*.parquet"))
+        if not files:
+            raise SystemExit(f"{p}: not a DL2 product or model set (no dl2/*.parquet, no model_set.json)")
         names = pl.read_parquet_schema(files[0])
         frames.append(pl.read_parquet(files, columns=[c for c in (*cols, S.GAMMANESS, S.GAMMANESS_IS_VALID)
                                                       if c in names]))
