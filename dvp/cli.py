@@ -271,6 +271,8 @@ def train(
         t.add_row(tel_type, f"{n:,}", ", ".join(f"{k[:-5]} {v:.3f}" for k, v in cv.items()) if cv
                   else "no model (too few events)")
     console.print(t)
+    if cv_predictions:
+        console.print(f"per energy bin: python -m dvp.ml.report {summary.output} (its cv_predictions.parquet)")
 
 
 @app.command("apply-models")
