@@ -657,6 +657,7 @@ def test_cv_predictions_are_the_out_of_fold_predictions(trained, capsys, tmp_pat
     report([*(str(trained / d) for d in ("energy", "particle", "both")), "--plot", str(tmp_path / "r.png")])
     out = capsys.readouterr().out
     assert out.count("cross-validation") == 2 and "resolution" in out and "auc" in out
+    assert out.count("share of the split gain") == 2
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -670,3 +671,24 @@ def _cv_features(trained, kind, rows):
     df = rows.select(S.OBS_ID, S.EVENT_ID, S.TEL_ID).join(df, on=[S.OBS_ID, S.EVENT_ID, S.TEL_ID], how="left",
                                                            maintain_order="left")
     return columns_as_numpy(df)
+
+
+def test_feature_importances_count_the_model_files_splits(trained):
+    """model_set.json's split importance is each feature's number of splits in the saved
+    trees (parsed from LightGBM's text file); the report's gain shares sum to 1."""
+    from dvp.ml.report import feature_importance
+    for kind in ("energy", "particle"):
+        meta = json.loads((trained / kind / M.MODEL_SET_FILE).read_text())
+        for info in meta["telescope_types"].values():
+            counts = np.zeros(len(meta["features"]), np.int64)
+            for line in (trained / kind / info["file"]).read_text().splitlines():
+                if line.startswith("split_feature=") and line != "split_feature=":
+                    np.add.at(counts, np.array(line.split("=")[1].split(), np.int64), 1)
+            imp = info["feature_importance"]
+            assert list(imp["split"]) == list(imp["gain"]) == meta["features"]
+            assert list(imp["split"].values()) == counts.tolist() and counts.sum() > 0
+            assert all(g >= 0 for g in imp["gain"].values())
+            assert all((g > 0) == (c > 0) for g, c in zip(imp["gain"].values(), counts))
+        table = feature_importance(trained / kind)
+        assert table["feature"].to_list()[0] in meta["features"]
+        np.testing.assert_allclose(table.drop("feature").sum().to_numpy(), 1.0)

@@ -8,7 +8,8 @@ against everything else) per bin of reconstructed energy, per array event.
 ``python -m dvp.ml.report MODELS...`` (model-set directories of ``dvp train``) prints the
 same per telescope type and telescope event, from the out-of-fold predictions of the
 training (``cv_predictions.parquet``): energy per bin of true energy, AUC per bin of the
-reconstructed energy the classifier read (true energy if it read none).
+reconstructed energy the classifier read (true energy if it read none); then each
+feature's share of the models' split gain.
 """
 from __future__ import annotations
 
@@ -97,6 +98,28 @@ def summarize_cv(model_set, edges=EDGES_TEV) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
+def feature_importance(model_set) -> pl.DataFrame:
+    """Each feature's share of the total split gain per telescope type (LightGBM's gain
+    importance over the trees kept, from ``model_set.json``), most important first (by
+    the mean over types). With linear leaves (the energy default) this is the gain of
+    the splits only: a feature the leaves' planes use, as they use intensity, can rank
+    low."""
+    import json
+
+    from .model import MODEL_SET_FILE
+    meta = json.loads((Path(model_set) / MODEL_SET_FILE).read_text())
+    shares = {}
+    for tel_type, info in sorted(meta["telescope_types"].items()):
+        gain = info.get("feature_importance", {}).get("gain")
+        if gain:
+            total = sum(gain.values()) or 1.0
+            shares[tel_type] = [gain.get(f, 0.0) / total for f in meta["features"]]
+    if not shares:
+        return pl.DataFrame()
+    table = pl.DataFrame({"feature": meta["features"], **shares})
+    return table.sort(pl.mean_horizontal(list(shares)), descending=True)
+
+
 def plot(curves: dict, path) -> Path:
     """Draw report tables as a PNG: resolution and bias per energy bin for the tables
     that have them, ROC AUC for those that have it; one curve per ``{label: table}``
@@ -148,6 +171,10 @@ def main(argv=None):
             print(f"{m}: cross-validation, telescope events")
             table = summarize_cv(m)
             print(table)
+            importance = feature_importance(m)
+            if importance.height:
+                print(f"{m}: share of the split gain per feature")
+                print(importance)
             for tel_type in table[S.TEL_TYPE].unique(maintain_order=True):
                 curves[f"{Path(m).name}: {tel_type} (cross-validation)"] = (
                     table.filter(pl.col(S.TEL_TYPE) == tel_type).drop(S.TEL_TYPE))
