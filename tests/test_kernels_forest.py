@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from dvp.kernels.forest import (MISSING_NAN, MISSING_ZERO, Forest, _plain_rows, _raw_score, _raw_score_linear,
+from dvp.kernels.forest import (COMPLETE_MAX_DEPTH, MISSING_NAN, MISSING_ZERO, Forest, _plain_rows, _raw_score,
+                                _raw_score_complete, _raw_score_complete_linear, _raw_score_linear,
                                 _rank_from_both_ends, _raw_score_missing, _leaf_bounds, flatten_lightgbm)
 
 
@@ -34,6 +35,14 @@ def test_jit_matches_python():
     args = (f.feature, f.threshold, f.child, f.node_offset, f.depth, f.n_internal, f.leaf_value, f.leaf_offset, 0.0)
     _raw_score(X, *args, a)
     _raw_score.py_func(X, *args, b)
+    np.testing.assert_array_equal(a, b)
+    # the complete layout (tree 1 is a lone leaf: depth 0) and its kernel
+    feature, threshold, _, node_offset, leaf_offset, _, leaf_value = f.complete_layout()
+    assert list(node_offset) == [0, 3] and list(leaf_offset) == [0, 4]
+    assert list(leaf_value) == [10.0, 20.0, 30.0, 30.0, 0.5]     # leaf 30 sits one level up: repeated
+    args = (feature, threshold, node_offset, f.depth, leaf_offset, leaf_value, 0.0)
+    _raw_score_complete(X, *args, a)
+    _raw_score_complete.py_func(X, *args, b)
     np.testing.assert_array_equal(a, b)
 
 
@@ -521,3 +530,44 @@ def test_float32_thresholds_split_float32_rows_as_float64_ones():
               rng.normal(size=len(t)).astype(np.float32)):
         finite = np.isfinite(x)
         np.testing.assert_array_equal((x > t)[finite], (x > t32)[finite])
+
+
+@pytest.mark.parametrize("linear", [False, True])
+def test_complete_layout_gives_the_child_array_kernels_results(linear):
+    """The complete-layout kernels (trees up to COMPLETE_MAX_DEPTH deep, 16 rows at a time)
+    give the child-array kernels' raw scores bit for bit: any depth, leaves above the
+    bottom level, float32 and float64 rows, rows beyond the last block of 16; deeper
+    forests keep the child arrays."""
+    import lightgbm as lgb
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(4000, 6))
+    y = X[:, 0] * 2 + np.sin(3 * X[:, 1]) + np.abs(X[:, 2]) + 0.1 * rng.normal(size=4000)
+    Xt = rng.normal(size=(1000 * 16 + 7, 6))
+    for max_depth, num_leaves in ((1, 2), (3, 8), (6, 40), (COMPLETE_MAX_DEPTH, 80), (-1, 200)):
+        params = dict(objective="regression", num_leaves=num_leaves, max_depth=max_depth, learning_rate=0.2,
+                      min_data_in_leaf=3, linear_tree=linear, verbosity=-1, seed=0, deterministic=True, num_threads=1)
+        f = flatten_lightgbm(lgb.train(params, lgb.Dataset(X, y), 30))
+        if linear:
+            f.set_leaf_bounds(*f.leaf_output_bounds(X, 0.02))
+        deep = f.depth.max() > COMPLETE_MAX_DEPTH
+        assert (f.complete_layout() is None) == deep and deep == (max_depth == -1)
+        if deep:
+            continue
+        leaf_index = f.complete_layout()[5]
+        # a leaf above a tree's bottom level fills several bottom positions
+        assert f.depth.max() == max_depth and (len(np.unique(leaf_index)) < len(leaf_index)) == (max_depth >= 6)
+        for rows in (Xt, Xt.astype(np.float32)):
+            got, ref = np.empty(len(rows)), np.empty(len(rows))
+            f._raw_fast(rows, got)
+            complete, f._complete = f._complete, False      # the child-array kernels
+            f._raw_fast(rows, ref)
+            f._complete = complete
+            np.testing.assert_array_equal(got, ref)
+        if linear:   # jitted vs Python on a few rows (a block of 16 and a tail)
+            feature, threshold, _, node_offset, leaf_offset, leaf_index, _ = f.complete_layout()
+            args = (feature, threshold, node_offset, f.depth, leaf_offset, leaf_index, f.leaf_const,
+                    f.coef_pad_feature, f.coef_pad_value, f.coef_width, f.leaf_low, f.leaf_high, f.init)
+            a, b = np.empty(21), np.empty(21)
+            _raw_score_complete_linear(Xt[:21], *args, a)
+            _raw_score_complete_linear.py_func(Xt[:21], *args, b)
+            np.testing.assert_array_equal(a, b)

@@ -25,6 +25,11 @@ gives them the rows of ordinary values and a per-row kernel implementing all of 
 rest (rows holding a NaN, ±inf or a ``0 < |x| <= 1e-35``; every row for forests with
 Zero splits). dvp itself predicts only rows of finite features.
 
+Trees at most :data:`COMPLETE_MAX_DEPTH` deep (dvp's defaults: 8) are also laid out as
+complete binary trees (:meth:`Forest.complete_layout`), whose kernels compute a node's
+children (``2 p + 1``, ``2 p + 2``) instead of loading them and walk 16 rows at a time;
+they give the child-array kernels' results bit for bit, 1.2-1.4x faster on float32 rows.
+
 The fast kernels evaluate a linear leaf as a fixed number of terms (``Forest.coef_width``,
 the most any leaf has: at most the tree depth, since LightGBM fits a leaf on the features
 split on along its path), its coefficients followed by zeros: 1.25x faster on dvp's default
@@ -44,6 +49,14 @@ BLOCK = 8
 #: stay in the L1 cache for 16 blocks instead of one (1.05-1.21x on dvp's default models,
 #: session 20); every row still adds its trees' outputs in tree order
 CHUNK = 128
+#: trees at most this deep are also stored as complete binary trees (position ``p``'s
+#: children at ``2 p + 1`` and ``2 p + 2``, a leaf above the bottom level repeated down to
+#: it): a step then computes its next node instead of loading it, and the kernels walk
+#: ``CBLOCK`` rows together. 1.35-1.5x on dvp's default gammaness models (session 23);
+#: deeper trees (2**depth positions each) keep the child arrays
+COMPLETE_MAX_DEPTH = 10
+#: rows the complete-layout kernels walk together (a multiple of BLOCK dividing CHUNK)
+CBLOCK = 16
 #: LightGBM's kZeroThreshold (a float literal stored as double): ``predict`` reads every
 #: ``|x| <=`` this as 0
 ZERO_THRESHOLD = float(np.float32(1e-35))
@@ -157,6 +170,171 @@ def _raw_score_linear(X, feature, threshold, child, node_offset, depth, n_intern
         for t in range(node_offset.shape[0]):
             node = _walk1(X, r, feature, threshold, child, U(node_offset[t]), U(depth[t]))
             leaf = U(leaf_offset[t]) + (node - U(n_internal[t]))
+            a += _padded_leaf(X, r, leaf, leaf_const, pad_feature, pad_value, w, leaf_low, leaf_high)
+        out[r] = a
+
+
+@njit(cache=True)
+def _fill_complete(feature, threshold, threshold32, child, node_offset, depth, cnode_offset, cleaf_offset,
+                   cfeature, cthreshold, cthreshold32, cleaf_node):
+    """Every tree as a complete binary tree of its depth ``d``: ``2**d - 1`` positions from
+    ``cnode_offset[t]`` (position ``p``'s children at ``2 p + 1``, ``2 p + 2``) with the
+    feature and thresholds of the node there, and ``2**d`` bottom positions from
+    ``cleaf_offset[t]`` with the tree-local leaf node each ends on. A leaf above the
+    bottom level is its own children (feature 0, threshold +inf), so it repeats down."""
+    for t in range(node_offset.shape[0]):
+        o, d = node_offset[t], depth[t]
+        n_c = (1 << d) - 1
+        at = np.empty(2 * n_c + 1, np.int64)   # tree-local node at each position, level by level
+        at[0] = 0
+        for p in range(n_c):
+            g = o + at[p]
+            cfeature[cnode_offset[t] + p] = feature[g]
+            cthreshold[cnode_offset[t] + p] = threshold[g]
+            cthreshold32[cnode_offset[t] + p] = threshold32[g]
+            at[2 * p + 1] = child[2 * g]
+            at[2 * p + 2] = child[2 * g + 1]
+        for q in range(n_c + 1):
+            cleaf_node[cleaf_offset[t] + q] = at[n_c + q]
+
+
+@njit(inline="always")
+def _cstep(X, r, feature, threshold, base, p):
+    return U(2) * p + U(1) + U(X[r, feature[base + p]] > threshold[base + p])
+
+
+@njit(inline="always")
+def _cwalk16(X, s, feature, threshold, base, depth):
+    """Bottom positions (uint64, ``2**depth - 1 ...``) of rows ``s ... s + 15`` in the
+    complete tree at ``base``."""
+    n0 = n1 = n2 = n3 = n4 = n5 = n6 = n7 = U(0)
+    n8 = n9 = n10 = n11 = n12 = n13 = n14 = n15 = U(0)
+    for _ in range(depth):
+        n0 = _cstep(X, s + U(0), feature, threshold, base, n0)
+        n1 = _cstep(X, s + U(1), feature, threshold, base, n1)
+        n2 = _cstep(X, s + U(2), feature, threshold, base, n2)
+        n3 = _cstep(X, s + U(3), feature, threshold, base, n3)
+        n4 = _cstep(X, s + U(4), feature, threshold, base, n4)
+        n5 = _cstep(X, s + U(5), feature, threshold, base, n5)
+        n6 = _cstep(X, s + U(6), feature, threshold, base, n6)
+        n7 = _cstep(X, s + U(7), feature, threshold, base, n7)
+        n8 = _cstep(X, s + U(8), feature, threshold, base, n8)
+        n9 = _cstep(X, s + U(9), feature, threshold, base, n9)
+        n10 = _cstep(X, s + U(10), feature, threshold, base, n10)
+        n11 = _cstep(X, s + U(11), feature, threshold, base, n11)
+        n12 = _cstep(X, s + U(12), feature, threshold, base, n12)
+        n13 = _cstep(X, s + U(13), feature, threshold, base, n13)
+        n14 = _cstep(X, s + U(14), feature, threshold, base, n14)
+        n15 = _cstep(X, s + U(15), feature, threshold, base, n15)
+    return (n0, n1, n2, n3, n4, n5, n6, n7, n8, n9, n10, n11, n12, n13, n14, n15)
+
+
+@njit(inline="always")
+def _cwalk1(X, r, feature, threshold, base, depth):
+    p = U(0)
+    for _ in range(depth):
+        p = _cstep(X, r, feature, threshold, base, p)
+    return p
+
+
+@njit(cache=True)
+def _raw_score_complete(X, feature, threshold, node_offset, depth, leaf_offset, leaf_value, init, out):
+    """``out`` (n,) = raw scores of rows ``X`` (n, n_features) of finite values, none with
+    ``0 < |x| <= 1e-35``, constant leaves, trees in the complete layout
+    (:func:`_fill_complete`; ``leaf_value`` per bottom position)."""
+    n = U(X.shape[0])
+    full = n - n % U(CBLOCK)
+    for c in range(U(0), full, U(CHUNK)):
+        end = min(c + U(CHUNK), full)
+        for r in range(c, end):
+            out[r] = init
+        for t in range(node_offset.shape[0]):
+            base, d, first = U(node_offset[t]), U(depth[t]), U(leaf_offset[t])
+            bottom = (U(1) << d) - U(1)
+            for s in range(c, end, U(CBLOCK)):
+                (p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11, p12, p13, p14,
+                 p15) = _cwalk16(X, s, feature, threshold, base, d)
+                out[s + U(0)] += leaf_value[first + (p0 - bottom)]
+                out[s + U(1)] += leaf_value[first + (p1 - bottom)]
+                out[s + U(2)] += leaf_value[first + (p2 - bottom)]
+                out[s + U(3)] += leaf_value[first + (p3 - bottom)]
+                out[s + U(4)] += leaf_value[first + (p4 - bottom)]
+                out[s + U(5)] += leaf_value[first + (p5 - bottom)]
+                out[s + U(6)] += leaf_value[first + (p6 - bottom)]
+                out[s + U(7)] += leaf_value[first + (p7 - bottom)]
+                out[s + U(8)] += leaf_value[first + (p8 - bottom)]
+                out[s + U(9)] += leaf_value[first + (p9 - bottom)]
+                out[s + U(10)] += leaf_value[first + (p10 - bottom)]
+                out[s + U(11)] += leaf_value[first + (p11 - bottom)]
+                out[s + U(12)] += leaf_value[first + (p12 - bottom)]
+                out[s + U(13)] += leaf_value[first + (p13 - bottom)]
+                out[s + U(14)] += leaf_value[first + (p14 - bottom)]
+                out[s + U(15)] += leaf_value[first + (p15 - bottom)]
+    for r in range(full, n):
+        a = init
+        for t in range(node_offset.shape[0]):
+            d = U(depth[t])
+            p = _cwalk1(X, r, feature, threshold, U(node_offset[t]), d)
+            a += leaf_value[U(leaf_offset[t]) + (p - ((U(1) << d) - U(1)))]
+        out[r] = a
+
+
+@njit(cache=True)
+def _raw_score_complete_linear(X, feature, threshold, node_offset, depth, leaf_offset, leaf_index, leaf_const,
+                               pad_feature, pad_value, width, leaf_low, leaf_high, init, out):
+    """As :func:`_raw_score_complete` for linear leaves (as :func:`_raw_score_linear`):
+    ``leaf_index`` per bottom position is the forest's leaf number."""
+    n = U(X.shape[0])
+    w = U(width)
+    full = n - n % U(CBLOCK)
+    for c in range(U(0), full, U(CHUNK)):
+        end = min(c + U(CHUNK), full)
+        for r in range(c, end):
+            out[r] = init
+        for t in range(node_offset.shape[0]):
+            base, d, first = U(node_offset[t]), U(depth[t]), U(leaf_offset[t])
+            bottom = (U(1) << d) - U(1)
+            for s in range(c, end, U(CBLOCK)):
+                (p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11, p12, p13, p14,
+                 p15) = _cwalk16(X, s, feature, threshold, base, d)
+                out[s + U(0)] += _padded_leaf(X, s + U(0), U(leaf_index[first + (p0 - bottom)]), leaf_const,
+                                                pad_feature, pad_value, w, leaf_low, leaf_high)
+                out[s + U(1)] += _padded_leaf(X, s + U(1), U(leaf_index[first + (p1 - bottom)]), leaf_const,
+                                                pad_feature, pad_value, w, leaf_low, leaf_high)
+                out[s + U(2)] += _padded_leaf(X, s + U(2), U(leaf_index[first + (p2 - bottom)]), leaf_const,
+                                                pad_feature, pad_value, w, leaf_low, leaf_high)
+                out[s + U(3)] += _padded_leaf(X, s + U(3), U(leaf_index[first + (p3 - bottom)]), leaf_const,
+                                                pad_feature, pad_value, w, leaf_low, leaf_high)
+                out[s + U(4)] += _padded_leaf(X, s + U(4), U(leaf_index[first + (p4 - bottom)]), leaf_const,
+                                                pad_feature, pad_value, w, leaf_low, leaf_high)
+                out[s + U(5)] += _padded_leaf(X, s + U(5), U(leaf_index[first + (p5 - bottom)]), leaf_const,
+                                                pad_feature, pad_value, w, leaf_low, leaf_high)
+                out[s + U(6)] += _padded_leaf(X, s + U(6), U(leaf_index[first + (p6 - bottom)]), leaf_const,
+                                                pad_feature, pad_value, w, leaf_low, leaf_high)
+                out[s + U(7)] += _padded_leaf(X, s + U(7), U(leaf_index[first + (p7 - bottom)]), leaf_const,
+                                                pad_feature, pad_value, w, leaf_low, leaf_high)
+                out[s + U(8)] += _padded_leaf(X, s + U(8), U(leaf_index[first + (p8 - bottom)]), leaf_const,
+                                                pad_feature, pad_value, w, leaf_low, leaf_high)
+                out[s + U(9)] += _padded_leaf(X, s + U(9), U(leaf_index[first + (p9 - bottom)]), leaf_const,
+                                                pad_feature, pad_value, w, leaf_low, leaf_high)
+                out[s + U(10)] += _padded_leaf(X, s + U(10), U(leaf_index[first + (p10 - bottom)]), leaf_const,
+                                                pad_feature, pad_value, w, leaf_low, leaf_high)
+                out[s + U(11)] += _padded_leaf(X, s + U(11), U(leaf_index[first + (p11 - bottom)]), leaf_const,
+                                                pad_feature, pad_value, w, leaf_low, leaf_high)
+                out[s + U(12)] += _padded_leaf(X, s + U(12), U(leaf_index[first + (p12 - bottom)]), leaf_const,
+                                                pad_feature, pad_value, w, leaf_low, leaf_high)
+                out[s + U(13)] += _padded_leaf(X, s + U(13), U(leaf_index[first + (p13 - bottom)]), leaf_const,
+                                                pad_feature, pad_value, w, leaf_low, leaf_high)
+                out[s + U(14)] += _padded_leaf(X, s + U(14), U(leaf_index[first + (p14 - bottom)]), leaf_const,
+                                                pad_feature, pad_value, w, leaf_low, leaf_high)
+                out[s + U(15)] += _padded_leaf(X, s + U(15), U(leaf_index[first + (p15 - bottom)]), leaf_const,
+                                                pad_feature, pad_value, w, leaf_low, leaf_high)
+    for r in range(full, n):
+        a = init
+        for t in range(node_offset.shape[0]):
+            d = U(depth[t])
+            p = _cwalk1(X, r, feature, threshold, U(node_offset[t]), d)
+            leaf = U(leaf_index[U(leaf_offset[t]) + (p - ((U(1) << d) - U(1)))])
             a += _padded_leaf(X, r, leaf, leaf_const, pad_feature, pad_value, w, leaf_low, leaf_high)
         out[r] = a
 
@@ -531,6 +709,7 @@ class Forest:
         self.coef_pad_value = np.zeros(n_leaves * self.coef_width, np.float64)
         self.coef_pad_feature[where] = self.coef_feature
         self.coef_pad_value[where] = self.coef_value
+        self._complete = None   # complete_layout(), on first use
 
     def _check(self, n_nodes, n_leaves):
         """Indices the kernels follow without bounds checks must be in range."""
@@ -639,8 +818,44 @@ class Forest:
             raise ValueError(f"X must be float32 or float64, got {X.dtype}")
         return np.ascontiguousarray(X)
 
+    def complete_layout(self):
+        """The trees as complete binary trees (:func:`_fill_complete`), built on first use:
+        ``(feature, threshold, threshold32, node_offset, leaf_offset, leaf_index,
+        leaf_value)``, per position, per tree and per bottom position (``leaf_index``:
+        the forest's leaf number; ``leaf_value``: its value). None when a tree is deeper
+        than :data:`COMPLETE_MAX_DEPTH` (or there are no trees)."""
+        if self._complete is None:
+            if not self.n_trees or self.depth.max() > COMPLETE_MAX_DEPTH:
+                self._complete = False
+            else:
+                size = np.left_shift(1, self.depth).astype(np.int64)
+                node_offset = np.concatenate([[0], np.cumsum(size - 1)[:-1]]).astype(np.int64)
+                leaf_offset = np.concatenate([[0], np.cumsum(size)[:-1]]).astype(np.int64)
+                feature = np.empty(int((size - 1).sum()), np.uint32)
+                threshold = np.empty(len(feature), np.float64)
+                threshold32 = np.empty(len(feature), np.float32)
+                leaf_node = np.empty(int(size.sum()), np.int64)
+                _fill_complete(self.feature, self.threshold, self.threshold32, self.child, self.node_offset,
+                               self.depth, node_offset, leaf_offset, feature, threshold, threshold32, leaf_node)
+                leaf_index = np.repeat(self.leaf_offset - self.n_internal, size) + leaf_node
+                self._complete = (feature, threshold, threshold32, node_offset, leaf_offset,
+                                  leaf_index.astype(np.uint32), self.leaf_value[leaf_index])
+        return self._complete or None
+
     def _raw_fast(self, X, out):
         # float32 rows compare with float32 thresholds: no conversion in the walk's chain
+        complete = self.complete_layout()
+        if complete is not None:
+            feature, threshold, threshold32, node_offset, leaf_offset, leaf_index, leaf_value = complete
+            threshold = threshold32 if X.dtype == np.float32 else threshold
+            if self.linear:
+                _raw_score_complete_linear(X, feature, threshold, node_offset, self.depth, leaf_offset, leaf_index,
+                                           self.leaf_const, self.coef_pad_feature, self.coef_pad_value,
+                                           self.coef_width, self.leaf_low, self.leaf_high, self.init, out)
+            else:
+                _raw_score_complete(X, feature, threshold, node_offset, self.depth, leaf_offset, leaf_value,
+                                    self.init, out)
+            return
         threshold = self.threshold32 if X.dtype == np.float32 else self.threshold
         if self.linear:
             _raw_score_linear(X, self.feature, threshold, self.child, self.node_offset, self.depth,
