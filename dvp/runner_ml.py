@@ -135,7 +135,7 @@ def train(kind, signal, background=(), output=None, config=None, *, overwrite=Fa
     for tel_type, plan in plans.items():
         res = finish_fit(plan, results[tel_type])
         if cv_predictions:
-            cv_tables.append(_cv_table(kind, tel_type, cv_rows.pop(tel_type), res))
+            cv_tables.append(_cv_table(kind, tel_type, cv_rows.pop(tel_type), res.oof, plan.folds))
         boosters[tel_type] = res.booster
         particles, n_available = keep[tel_type]
         meta_types[tel_type] = {"file": f"{tel_type}.lgb.txt", **res.info, "particles": particles,
@@ -172,21 +172,21 @@ def _has_column(product, table: str, column: str) -> bool:
     return bool(files) and column in pq.read_schema(files[0]).names
 
 
-def _cv_table(kind, tel_type, rows, res) -> pa.Table:
+def _cv_table(kind, tel_type, rows, oof, folds) -> pa.Table:
     """One telescope type's rows of ``cv_predictions.parquet``: the training rows' keys,
-    truth and out-of-fold predictions (``res.oof``, ``res.folds``)."""
-    n = len(res.oof)
+    truth, out-of-fold predictions ``oof`` and each row's fold."""
+    n = len(oof)
     data = {S.OBS_ID: rows[S.OBS_ID], S.EVENT_ID: rows[S.EVENT_ID], S.TEL_ID: rows[S.TEL_ID],
-            S.TEL_TYPE: pa.array([tel_type] * n, pa.string()), S.CV_FOLD: res.folds.astype(np.int8),
+            S.TEL_TYPE: pa.array([tel_type] * n, pa.string()), S.CV_FOLD: folds.astype(np.int8),
             S.IS_SIGNAL: rows["role"] == 1, S.PARTICLE: pa.array(rows[S.PARTICLE].astype(str), pa.string()),
             S.HILLAS_INTENSITY: rows[S.HILLAS_INTENSITY]}
     for c in (S.TRUE_ENERGY, S.RECO_ENERGY):
         if c in rows:
             data[c] = rows[c]
     if kind == "energy":
-        data[S.TEL_RECO_ENERGY] = 10 ** res.oof
+        data[S.TEL_RECO_ENERGY] = 10 ** oof
     else:
-        data[S.TEL_GAMMANESS] = res.oof
+        data[S.TEL_GAMMANESS] = oof
     return pa.table(data)
 
 

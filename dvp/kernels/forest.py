@@ -242,6 +242,8 @@ def _raw_score_complete(X, feature, threshold, node_offset, depth, leaf_offset, 
     """``out`` (n,) = raw scores of rows ``X`` (n, n_features) of finite values, none with
     ``0 < |x| <= 1e-35``, constant leaves, trees in the complete layout
     (:func:`_fill_complete`; ``leaf_value`` per bottom position)."""
+    # the 16 additions are written out: 1.03-1.11x over a loop indexing the walk's tuple
+    # (A/B on dvp's default models, session 23), here and in _raw_score_complete_linear
     n = U(X.shape[0])
     full = n - n % U(CBLOCK)
     for c in range(U(0), full, U(CHUNK)):

@@ -78,7 +78,6 @@ class FitResult:
     booster: object
     info: dict = field(default_factory=dict)
     oof: np.ndarray | None = None   # out-of-fold predictions (log10 E or probability)
-    folds: np.ndarray | None = None  # (n,) fold of each row (the fold model that predicted it)
 
 
 def _train_one(lgb, params, X, y, w, train, valid, max_rounds, esr, names="auto"):
@@ -150,7 +149,7 @@ class FitPlan:
     tasks: list
     ml: object
     log10_intensity: np.ndarray | None
-    folds: np.ndarray | None = None
+    folds: np.ndarray | None = None   # (n,) fold of each row: the fold model that predicts it
 
 
 def early_stopping_holdout(kind: str, obs_id, event_id, ml) -> np.ndarray:
@@ -221,7 +220,7 @@ def finish_fit(plan: FitPlan, results: dict) -> FitResult:
         info["log10_energy_range"] = _target_range(y)
         lx = plan.log10_intensity
         info["sigma_table"] = sigma_table(oof - y, lx if lx is not None else np.zeros(n))
-    return FitResult(booster, info, oof, plan.folds)
+    return FitResult(booster, info, oof)
 
 
 def _target_range(y) -> list:
