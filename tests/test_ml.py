@@ -692,3 +692,25 @@ def test_feature_importances_count_the_model_files_splits(trained):
         table = feature_importance(trained / kind)
         assert table["feature"].to_list()[0] in meta["features"]
         np.testing.assert_allclose(table.drop("feature").sum().to_numpy(), 1.0)
+
+
+def test_report_bad_inputs_are_one_line_errors(trained, ml_products, tmp_path):
+    """python -m dvp.ml.report on something it cannot read: exit 1 and one line naming
+    the path and the problem, no traceback; the library functions raise DvpError."""
+    from dvp.ml.report import summarize, summarize_cv
+    g, _ = ml_products
+    no_cv = tmp_path / "no_cv"
+    shutil.copytree(trained / "energy", no_cv)
+    (no_cv / M.CV_PREDICTIONS_FILE).unlink()
+    cases = [([str(tmp_path / "missing")], "not a DL2 product or model set"),
+             ([str(no_cv)], "no cross-validation predictions"),
+             ([str(g)], "no reco_energy_tev")]
+    for args, problem in cases:
+        res = subprocess.run([sys.executable, "-m", "dvp.ml.report", *args], capture_output=True, text=True)
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 1 and len(lines) == 1, res.stderr
+        assert problem in lines[0] and args[0] in lines[0] and res.stdout.count("\n") <= 1
+    with pytest.raises(DvpError, match="no cross-validation predictions"):
+        summarize_cv(no_cv)
+    with pytest.raises(DvpError, match="not a DL2 product"):
+        summarize([tmp_path / "missing"])

@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from .. import schemas as S
+from ..errors import DvpError, InputError
 from .metrics import bias_resolution, roc_auc
 
 EDGES_TEV = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
@@ -32,13 +33,13 @@ def summarize(products, edges=EDGES_TEV) -> pl.DataFrame:
     for p in products:
         files = sorted((Path(p) / "dl2").glob("*.parquet"))
         if not files:
-            raise SystemExit(f"{p}: not a DL2 product or model set (no dl2/*.parquet, no model_set.json)")
+            raise InputError(p, "not a DL2 product or model set (no dl2/*.parquet, no model_set.json)")
         names = pl.read_parquet_schema(files[0])
         frames.append(pl.read_parquet(files, columns=[c for c in (*cols, S.GAMMANESS, S.GAMMANESS_IS_VALID)
                                                       if c in names]))
     ev = pl.concat(frames, how="diagonal_relaxed")
     if S.RECO_ENERGY not in ev.columns:
-        raise SystemExit("no reco_energy_tev in the inputs: run dvp apply-models first")
+        raise DvpError(f"{', '.join(map(str, products))}: no reco_energy_tev (run dvp apply-models first)")
     ev = ev.filter(pl.col(S.RECO_ENERGY_IS_VALID))
     gam = ev.filter(pl.col(S.PARTICLE) == "gamma")
     et, er = gam[S.TRUE_ENERGY].to_numpy(), gam[S.RECO_ENERGY].to_numpy()
@@ -73,8 +74,7 @@ def summarize_cv(model_set, edges=EDGES_TEV) -> pl.DataFrame:
     from .model import CV_PREDICTIONS_FILE
     f = Path(model_set) / CV_PREDICTIONS_FILE
     if not f.is_file():
-        raise SystemExit(f"{f}: no cross-validation predictions (trained with --no-cv-predictions, "
-                         "or by an older dvp)")
+        raise InputError(f, "no cross-validation predictions (trained with --no-cv-predictions, or by an older dvp)")
     cv = pl.read_parquet(f)
     energy = S.TEL_RECO_ENERGY in cv.columns
     binned_by = S.TRUE_ENERGY if energy or S.RECO_ENERGY not in cv.columns else S.RECO_ENERGY
@@ -131,7 +131,7 @@ def plot(curves: dict, path) -> Path:
     panels = [(c, name) for c, name in (("resolution", "energy resolution (68 %)"), ("bias", "energy bias (median)"),
                                          ("auc", "ROC AUC")) if any(c in t.columns for t in curves.values())]
     if not panels:
-        raise SystemExit("nothing to plot: no energy or gammaness in the inputs")
+        raise DvpError(f"{path}: nothing to plot (no energy or gammaness in the inputs)")
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     for label, t in curves.items():
         t = t.filter(pl.col(t.columns[0]) != "all")      # the first column names the energy bin
@@ -156,7 +156,16 @@ def plot(curves: dict, path) -> Path:
     return path
 
 
-def main(argv=None):
+def main(argv=None) -> int:
+    """The command line: 0, or 1 after a one-line error on standard error."""
+    try:
+        return _main(argv)
+    except DvpError as e:
+        print(f"python -m dvp.ml.report: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _main(argv):
     import argparse
     ap = argparse.ArgumentParser(prog="python -m dvp.ml.report", description=__doc__.split("\n\n")[0])
     ap.add_argument("inputs", nargs="+", help="DL2 product directories with models applied, or model-set directories")
@@ -188,4 +197,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
