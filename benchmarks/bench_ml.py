@@ -23,8 +23,9 @@ dvp fast: its subset):
   rounds), early stopping on 10 % of the training events, energies clipped to the
   training range as ``dvp apply-models`` does;
 - **dvp fast**: the same flow with ``configs/ml-fast.toml`` (``--fast-config``): its own
-  features (a subset of the defaults), a fixed 10 / 16 trees with no early-stopping
-  hold-out, 20,000 classifier events per type; its classifier reads its own energy;
+  features (a subset of the defaults), a fixed 20 / 16 trees with no early-stopping
+  hold-out, 12,000 energy and 20,000 classifier events per type; its classifier reads
+  its own energy;
 - **ctapipe**: scikit-learn ExtraTrees, 10 trees, max depth 10 (ctapipe's example config);
 - **lstchain**: scikit-learn RandomForest as lstchain's standard config (energy: 150 trees,
   depth 50, min_samples_leaf 2; particle: 100 trees, depth 100, min_samples_leaf 2,
@@ -114,6 +115,16 @@ def load(product, mls, label):
         c["label"] = np.full(df.height, label)
         out[t] = c
     return out
+
+
+def split_parts(cols, seed):
+    """``(part, obs_id)`` per row of ``cols`` (gammas and protons, ``cols["label"]`` 1 / 0):
+    0 / 1 / 2 = energy training / classifier training / test, a third of the gamma array
+    events each and half of the proton ones in 1 and 2; and the obs_ids of both in one
+    space (the gamma and proton runs number theirs alike)."""
+    obs2 = cols[S.OBS_ID] + PROTON_OBS_OFFSET * (1 - cols["label"])
+    u = group_uniform(obs2, cols[S.EVENT_ID], seed, salt=9)
+    return np.where(cols["label"] == 1, np.minimum((u * 3).astype(int), 2), 1 + (u >= 0.5)), obs2
 
 
 def models(kind, threads, seed):
@@ -278,10 +289,7 @@ def main():
         g, p = gam[t], pro[t]
         cols = {k: np.concatenate([g[k], p[k]]) for k in g if k in p}
         n = len(cols[S.OBS_ID])
-        # 0/1/2 = energy training / classifier training / test; protons: 1 or 2
-        obs2 = cols[S.OBS_ID] + PROTON_OBS_OFFSET * (1 - cols["label"])   # one obs_id space for both
-        u = group_uniform(obs2, cols[S.EVENT_ID], args.seed, salt=9)
-        part = np.where(cols["label"] == 1, np.minimum((u * 3).astype(int), 2), 1 + (u >= 0.5))
+        part, obs2 = split_parts(cols, args.seed)
         env = espec.environment(cols)
         Xe, ue = espec.matrix(env, n)
         ye = np.log10(cols[S.TRUE_ENERGY])
