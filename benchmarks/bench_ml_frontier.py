@@ -38,6 +38,7 @@ the target is the lower left corner.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import sys
 import time
@@ -88,7 +89,13 @@ def settings(kind: str, quick: bool) -> list[tuple[str, Path | None, list[str]]]
     return out
 
 
-def main():
+def main(argv=None, grid=settings, add_columns=None):
+    """Run the comparison on the command line ``argv``. ``grid(kind, quick)`` gives the
+    settings as :func:`settings` does, each optionally with a fourth element: features
+    appended to the kind's (columns ``add_columns`` makes, or DL1/DL2 columns).
+    ``add_columns(cols, part)``, if given, adds columns to one telescope type's ``cols``
+    in place after the split (``part`` as :func:`bench_ml.split_parts`), from training
+    rows only; its time counts in the training time of every setting with extra features."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gamma", required=True, type=Path)
     ap.add_argument("--proton", type=Path, default=None, help="proton DL2 product (default: the gamma product's "
@@ -103,14 +110,20 @@ def main():
                     "instead of 182 / 92)")
     ap.add_argument("--figure", type=Path, default=None,
                     help="default: benchmarks/figures/ml_frontier.png (energy), ml_frontier_particle.png")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     kind = args.kind
     figure = args.figure or Path(__file__).parent / "figures" / (
         "ml_frontier.png" if kind == "energy" else "ml_frontier_particle.png")
     proton = args.proton or args.gamma.parent / "proton-dl2"
     ml = load_config(None, [f"ml.seed={args.seed}"]).ml
-    configs = [(label, load_config(cfg, [f"ml.seed={args.seed}", *sets]).ml)
-               for label, cfg, sets in settings(kind, args.quick)]
+    configs, extra = [], {}
+    for label, cfg, sets, *more in grid(kind, args.quick):
+        mlc = load_config(cfg, [f"ml.seed={args.seed}", *sets]).ml
+        if more and more[0]:   # features the config cannot name (made by add_columns): appended here
+            model = mlc.model(kind)
+            mlc = dataclasses.replace(mlc, **{kind: dataclasses.replace(model, features=model.features + tuple(more[0]))})
+            extra[label] = True
+        configs.append((label, mlc))
     t0 = time.perf_counter()
     mls = [ml] + [mlc for _, mlc in configs[:2]]
     gam, pro = load(args.gamma, mls, 1), load(proton, mls, 0)
@@ -126,6 +139,11 @@ def main():
         cols = {k: np.concatenate([gam[t][k], pro[t][k]]) for k in gam[t] if k in pro[t]}
         n = len(cols[S.OBS_ID])
         part, obs2 = split_parts(cols, args.seed)
+        prep = 0.0
+        if add_columns is not None:
+            t1 = time.perf_counter()
+            add_columns(cols, part)
+            prep = time.perf_counter() - t1
         gamma = cols["label"] == 1
         # dvp's default energy model: the classifiers' energy feature and the events' reconstructed energy
         Xe, ue = espec.matrix(espec.environment(cols), n)
@@ -160,8 +178,9 @@ def main():
             fits = [dvp_fit(kind, Xc[trc], y[trc], obs2[trc], cols[S.EVENT_ID][trc], mlc, 1)
                     for _ in range(args.repeats)]
             pred[label].append(fits[-1][0](Xc[te]))
-            seconds[label] += float(np.median([f[1] for f in fits]))
-        print(f"{t}: {tr.sum():,} training / {te.sum():,} test telescope events", flush=True)
+            seconds[label] += float(np.median([f[1] for f in fits])) + (prep if label in extra else 0.0)
+        print(f"{t}: {tr.sum():,} training / {te.sum():,} test telescope events"
+              + (f"; added columns in {prep:.3f} s" if add_columns is not None else ""), flush=True)
     obs, ev, tel, label, etrue, le, inten = (np.concatenate(v) for v in zip(*keys))
     # one row per test array event, the same events for every setting
     order, starts = group_events(obs, ev, tel)   # the events in combine's order
