@@ -92,11 +92,13 @@ def add_lookup_columns(cols, part):
     width, length = cols["hillas_width_deg"], cols["hillas_length_deg"]
     train = (cols["label"] == 1) & (part == 0) & np.isfinite(log_i) & np.isfinite(log_r) & np.isfinite(width)
     k = _bin(log_i, log_r)
+    # no bin for a row without intensity or impact: NaN, which the feature matrix marks unusable
+    nan = np.where(np.isfinite(log_i) & np.isfinite(log_r), 0.0, np.nan)
     energy, _ = lookup_table(log_i[train], log_r[train], np.log10(cols[S.TRUE_ENERGY][train]))
-    cols["lut_log10_energy"] = energy[k]
+    cols["lut_log10_energy"] = energy[k] + nan
     for name, v in (("scaled_width", width), ("scaled_length", length)):
         median, spread = lookup_table(log_i[train], log_r[train], v[train])
-        cols[name] = (v - median[k]) / spread[k]
+        cols[name] = (v - median[k]) / spread[k] + nan
     cols["log10_impact"] = log_r
 
 
