@@ -64,6 +64,19 @@ BINS = list(zip(E_EDGES[:-2], E_EDGES[1:-1]))   # 0.03 ... 10 TeV: the bins with
 METRIC = {"energy": ("resolution", 1), "particle": ("ROC AUC", -1)}
 
 
+def overrides(kind: str, rounds: int, learning_rate: float, leaves: int, n_rows: int,
+              linear: bool | None = None) -> list[str]:
+    """``--set`` overrides of one grid setting: ``rounds`` trees at ``learning_rate`` with no
+    early stopping, ``leaves`` per tree, ``n_rows`` telescope events per type (0: all) and,
+    unless None, linear or constant leaves."""
+    sets = [f"ml.{kind}.max_rounds={rounds}", f"ml.{kind}.early_stopping_rounds=0",
+            f"ml.{kind}.lightgbm.learning_rate={learning_rate}", f"ml.{kind}.lightgbm.num_leaves={leaves}",
+            f"ml.{kind}.max_telescope_events={n_rows}"]
+    if linear is not None:
+        sets.append(f"ml.{kind}.lightgbm.linear_tree={'true' if linear else 'false'}")
+    return sets
+
+
 def settings(kind: str, quick: bool) -> list[tuple[str, Path | None, list[str]]]:
     """``(label, config file or None for the defaults, --set overrides)`` of every
     LightGBM setting of ``kind``: the defaults, the fast preset, and a grid over the
@@ -79,10 +92,7 @@ def settings(kind: str, quick: bool) -> list[tuple[str, Path | None, list[str]]]
                              (15, 63) if quick else (15, 31, 63), rounds, rows)
     n_features = {"energy": (8, 23), "particle": (12, 28)}[kind]
     for cfg, linear, leaves, (n, lr), n_rows in grid:
-        sets = [f"ml.{kind}.max_rounds={n}", f"ml.{kind}.early_stopping_rounds=0",
-                f"ml.{kind}.lightgbm.learning_rate={lr}", f"ml.{kind}.lightgbm.num_leaves={leaves}",
-                f"ml.{kind}.lightgbm.linear_tree={'true' if linear else 'false'}",
-                f"ml.{kind}.max_telescope_events={n_rows}"]
+        sets = overrides(kind, n, lr, leaves, n_rows, linear)
         label = (f"{n_features[cfg is None]} features, {'linear' if linear else 'constant'}, {leaves} leaves, "
                  f"{n} x {lr}, {'all rows' if not n_rows else f'{n_rows:,} rows'}")
         out.append((label, cfg, sets))
@@ -116,13 +126,13 @@ def main(argv=None, grid=settings, add_columns=None):
         "ml_frontier.png" if kind == "energy" else "ml_frontier_particle.png")
     proton = args.proton or args.gamma.parent / "proton-dl2"
     ml = load_config(None, [f"ml.seed={args.seed}"]).ml
-    configs, extra = [], {}
+    configs, extra = [], set()
     for label, cfg, sets, *more in grid(kind, args.quick):
         mlc = load_config(cfg, [f"ml.seed={args.seed}", *sets]).ml
         if more and more[0]:   # features the config cannot name (made by add_columns): appended here
             model = mlc.model(kind)
             mlc = dataclasses.replace(mlc, **{kind: dataclasses.replace(model, features=model.features + tuple(more[0]))})
-            extra[label] = True
+            extra.add(label)
         configs.append((label, mlc))
     t0 = time.perf_counter()
     mls = [ml] + [mlc for _, mlc in configs[:2]]

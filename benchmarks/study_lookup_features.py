@@ -29,6 +29,7 @@ the scaled width and length, or with those and ``lut_log10_energy``; 15 or 31 le
 """
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -84,22 +85,32 @@ def lookup_table(log_intensity, log_impact, value):
     return median, spread
 
 
-def add_lookup_columns(cols, part):
-    """Add the lookup-table features to one telescope type's ``cols`` (in place), the
-    tables filled from the energy-training gammas."""
+#: the lookup-table features each model kind's settings use (only those are built and timed)
+FEATURES = {"energy": ("lut_log10_energy", "log10_impact"),
+            "particle": ("scaled_width", "scaled_length", "lut_log10_energy")}
+
+
+def add_lookup_columns(cols, part, kind):
+    """Add the lookup-table features of ``kind`` (:data:`FEATURES`) to one telescope type's
+    ``cols`` (in place), the tables filled from the energy-training gammas."""
     log_i = np.log10(np.maximum(cols[S.HILLAS_INTENSITY], 1e-3))
     log_r = np.log10(np.maximum(cols["reco_impact_distance_m"], 1.0))
-    width, length = cols["hillas_width_deg"], cols["hillas_length_deg"]
-    train = (cols["label"] == 1) & (part == 0) & np.isfinite(log_i) & np.isfinite(log_r) & np.isfinite(width)
+    # the energy-training gammas with a Hillas image (finite width) and an impact distance
+    train = ((cols["label"] == 1) & (part == 0) & np.isfinite(log_i) & np.isfinite(log_r)
+             & np.isfinite(cols["hillas_width_deg"]))
     k = _bin(log_i, log_r)
     # no bin for a row without intensity or impact: NaN, which the feature matrix marks unusable
     nan = np.where(np.isfinite(log_i) & np.isfinite(log_r), 0.0, np.nan)
-    energy, _ = lookup_table(log_i[train], log_r[train], np.log10(cols[S.TRUE_ENERGY][train]))
-    cols["lut_log10_energy"] = energy[k] + nan
-    for name, v in (("scaled_width", width), ("scaled_length", length)):
-        median, spread = lookup_table(log_i[train], log_r[train], v[train])
-        cols[name] = (v - median[k]) / spread[k] + nan
-    cols["log10_impact"] = log_r
+    for name in FEATURES[kind]:
+        if name == "log10_impact":
+            cols[name] = log_r
+        elif name == "lut_log10_energy":
+            energy, _ = lookup_table(log_i[train], log_r[train], np.log10(cols[S.TRUE_ENERGY][train]))
+            cols[name] = energy[k] + nan
+        else:   # scaled_width / scaled_length
+            v = cols["hillas_width_deg" if name == "scaled_width" else "hillas_length_deg"]
+            median, spread = lookup_table(log_i[train], log_r[train], v[train])
+            cols[name] = (v - median[k]) / spread[k] + nan
 
 
 def grid(kind, quick):
@@ -116,9 +127,7 @@ def grid(kind, quick):
     for extra in extras:
         for leaves, n, lr in shapes:
             for n_rows in rows:
-                sets = [f"ml.{kind}.max_rounds={n}", f"ml.{kind}.early_stopping_rounds=0",
-                        f"ml.{kind}.lightgbm.learning_rate={lr}", f"ml.{kind}.lightgbm.num_leaves={leaves}",
-                        f"ml.{kind}.max_telescope_events={n_rows}"]
+                sets = frontier.overrides(kind, n, lr, leaves, n_rows)
                 label = (f"{base} features{''.join(' + ' + e for e in extra)}, {leaves} leaves, {n} x {lr}, "
                          f"{f'{n_rows:,} rows' if n_rows else 'all rows'}")
                 out.append((label, FAST_CONFIG, sets, extra))
@@ -127,7 +136,7 @@ def grid(kind, quick):
 
 if __name__ == "__main__":
     argv = sys.argv[1:]
+    kind = argv[argv.index("--kind") + 1] if "--kind" in argv else "energy"
     if "--figure" not in argv:
-        kind = argv[argv.index("--kind") + 1] if "--kind" in argv else "energy"
         argv += ["--figure", str(Path(__file__).parent / "figures" / f"lookup_features_{kind}.png")]
-    frontier.main(argv, grid=grid, add_columns=add_lookup_columns)
+    frontier.main(argv, grid=grid, add_columns=functools.partial(add_lookup_columns, kind=kind))
